@@ -71,7 +71,11 @@ pub struct StoreError {
 impl StoreError {
     /// A new error.
     pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attach the underlying driver error.
@@ -174,7 +178,10 @@ impl ApplyReport {
 
     /// Events skipped for `reason`.
     pub fn skipped_for(&self, reason: SkipReason) -> u64 {
-        self.skipped.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
+        self.skipped
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Events skipped in total.

@@ -82,7 +82,10 @@ fn latest(slot: &mut Option<Timestamp>, t: Timestamp) {
 }
 
 fn is_final(state: TaskState) -> bool {
-    matches!(state, TaskState::Success | TaskState::Failure | TaskState::Revoked)
+    matches!(
+        state,
+        TaskState::Success | TaskState::Failure | TaskState::Revoked
+    )
 }
 
 fn is_cycle(state: TaskState) -> bool {
@@ -225,7 +228,10 @@ pub fn apply_task_event(task: &mut Task, event: &TaskEvent, fresh: bool) -> Task
         }
         TaskEventKind::Rejected => task.requeue = event.requeue.or(task.requeue),
         TaskEventKind::Received => {
-            for (slot, value) in [(&mut task.eta, &event.eta), (&mut task.expires, &event.expires)] {
+            for (slot, value) in [
+                (&mut task.eta, &event.eta),
+                (&mut task.expires, &event.expires),
+            ] {
                 set(slot, value);
             }
         }

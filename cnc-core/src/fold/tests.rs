@@ -44,9 +44,11 @@ fn lifecycle_reaches_success_with_runtime_and_worker() {
 
 #[test]
 fn late_progress_never_overwrites_final_states() {
-    for (final_kind, final_state) in
-        [(K::Succeeded, S::Success), (K::Failed, S::Failure), (K::Revoked, S::Revoked)]
-    {
+    for (final_kind, final_state) in [
+        (K::Succeeded, S::Success),
+        (K::Failed, S::Failure),
+        (K::Revoked, S::Revoked),
+    ] {
         let mut received = ev(K::Received, "t", 1.0);
         received.name = Some("late.name".into());
         let t = fold(&[
@@ -68,17 +70,29 @@ fn late_progress_never_overwrites_final_states() {
 #[test]
 fn final_states_follow_celery_precedence() {
     // SUCCESS beats a later FAILURE (Celery: precedence(FAILURE) > precedence(SUCCESS)).
-    assert_eq!(fold(&[ev(K::Succeeded, "t", 1.0), ev(K::Failed, "t", 2.0)]).state, S::Success);
+    assert_eq!(
+        fold(&[ev(K::Succeeded, "t", 1.0), ev(K::Failed, "t", 2.0)]).state,
+        S::Success
+    );
     // FAILURE replaces REVOKED.
-    assert_eq!(fold(&[ev(K::Revoked, "t", 1.0), ev(K::Failed, "t", 2.0)]).state, S::Failure);
+    assert_eq!(
+        fold(&[ev(K::Revoked, "t", 1.0), ev(K::Failed, "t", 2.0)]).state,
+        S::Failure
+    );
     // REVOKED does not replace SUCCESS.
-    assert_eq!(fold(&[ev(K::Succeeded, "t", 1.0), ev(K::Revoked, "t", 2.0)]).state, S::Success);
+    assert_eq!(
+        fold(&[ev(K::Succeeded, "t", 1.0), ev(K::Revoked, "t", 2.0)]).state,
+        S::Success
+    );
 }
 
 #[test]
 fn client_clock_skew_cannot_hold_a_task_pending() {
     // The client's clock runs 1 s ahead of the worker's.
-    let t = fold(&[TaskEvent::new(K::Sent, "t", 101.0), ev(K::Received, "t", 100.0)]);
+    let t = fold(&[
+        TaskEvent::new(K::Sent, "t", 101.0),
+        ev(K::Received, "t", 100.0),
+    ]);
     assert_eq!(t.state, S::Received);
     assert_eq!(t.created_at, 100.0);
 }
@@ -91,7 +105,13 @@ fn retry_cycle_counts_retries_in_order() {
     r1.retries = Some(1);
     let mut retried = ev(K::Retried, "t", 3.0);
     retried.exception = Some("Retry('later')".into());
-    let events = [r0, ev(K::Started, "t", 2.0), retried, r1, ev(K::Started, "t", 5.0)];
+    let events = [
+        r0,
+        ev(K::Started, "t", 2.0),
+        retried,
+        r1,
+        ev(K::Started, "t", 5.0),
+    ];
     let t = fold(&events);
     assert_eq!(t.state, S::Started);
     assert_eq!(t.retries, 1);
@@ -144,7 +164,10 @@ fn custom_events_are_kept_but_do_not_move_state() {
     custom.extra.insert("progress".into(), Value::from(50));
     let t = fold(&[ev(K::Started, "t", 1.0), custom]);
     assert_eq!(t.state, S::Started);
-    assert_eq!(t.extra.as_ref().and_then(|e| e.get("progress")), Some(&Value::from(50)));
+    assert_eq!(
+        t.extra.as_ref().and_then(|e| e.get("progress")),
+        Some(&Value::from(50))
+    );
 }
 
 #[test]
@@ -175,7 +198,10 @@ fn worker_online_heartbeat_offline_and_late_heartbeat() {
     hb.processed = Some(10);
     hb.loadavg = Some(vec![0.5, 0.4, 0.3]);
     assert!(apply_worker_event(&mut w, &hb).is_none());
-    assert_eq!((w.active, w.processed, w.last_heartbeat), (3, 10, Some(102.0)));
+    assert_eq!(
+        (w.active, w.processed, w.last_heartbeat),
+        (3, 10, Some(102.0))
+    );
     assert_eq!(w.status_at(105.0), WorkerStatus::Online);
     assert_eq!(w.status_at(106.5), WorkerStatus::Offline);
 
@@ -187,7 +213,10 @@ fn worker_online_heartbeat_offline_and_late_heartbeat() {
     assert_eq!(w.status, WorkerStatus::Offline);
     // A heartbeat after it does (restarted worker whose online event was lost).
     let change = apply_worker_event(&mut w, &WorkerEvent::new(WK::Heartbeat, "w1@h", 110.0));
-    assert_eq!(change.map(|c| c.reason), Some("worker-heartbeat".to_owned()));
+    assert_eq!(
+        change.map(|c| c.reason),
+        Some("worker-heartbeat".to_owned())
+    );
 }
 
 #[test]
@@ -215,11 +244,16 @@ fn fixture_events() -> Vec<(String, Event)> {
     let mut paths: Vec<_> = std::fs::read_dir(dir.join("amqp"))
         .expect("fixtures dir (set CNC_FIXTURES)")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("event-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("event-"))
+        })
         .collect();
     paths.sort();
     for path in paths {
-        let raw: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let raw: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         let body = raw["body"].as_str().expect("body text");
         let body: Value = serde_json::from_str(body).expect("body json");
         let items = match body {
@@ -238,8 +272,12 @@ fn fixture_events() -> Vec<(String, Event)> {
         .collect();
     paths.sort();
     for path in paths {
-        let value: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        out.push((path.display().to_string(), Event::from_celery_value(value).expect("decodes")));
+        let value: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        out.push((
+            path.display().to_string(),
+            Event::from_celery_value(value).expect("decodes"),
+        ));
     }
     out
 }
@@ -247,15 +285,30 @@ fn fixture_events() -> Vec<(String, Event)> {
 #[test]
 fn every_fixture_event_decodes_into_the_model() {
     let events = fixture_events();
-    assert!(events.len() >= 30, "found only {} fixture events", events.len());
+    assert!(
+        events.len() >= 30,
+        "found only {} fixture events",
+        events.len()
+    );
     let mut kinds = BTreeMap::new();
     for (_, e) in &events {
         *kinds.entry(e.kind_str().to_owned()).or_insert(0) += 1;
-        assert!(!matches!(e, Event::Unknown(_)), "unexpected unknown event {e:?}");
+        assert!(
+            !matches!(e, Event::Unknown(_)),
+            "unexpected unknown event {e:?}"
+        );
     }
     for kind in [
-        "task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
-        "task-retried", "task-revoked", "task-rejected", "worker-online", "worker-heartbeat",
+        "task-sent",
+        "task-received",
+        "task-started",
+        "task-succeeded",
+        "task-failed",
+        "task-retried",
+        "task-revoked",
+        "task-rejected",
+        "worker-online",
+        "worker-heartbeat",
         "worker-offline",
     ] {
         assert!(kinds.contains_key(kind), "no fixture for {kind}: {kinds:?}");
@@ -264,11 +317,16 @@ fn every_fixture_event_decodes_into_the_model() {
     let failed_with_traceback = events.iter().any(|(_, e)| match e {
         Event::Task(t) if t.kind == K::Failed => {
             t.exception.as_deref().is_some_and(|x| x.contains("('"))
-                && t.traceback.as_deref().is_some_and(|tb| tb.starts_with("Traceback"))
+                && t.traceback
+                    .as_deref()
+                    .is_some_and(|tb| tb.starts_with("Traceback"))
         }
         _ => false,
     });
-    assert!(failed_with_traceback, "no task-failed with exception repr and traceback");
+    assert!(
+        failed_with_traceback,
+        "no task-failed with exception repr and traceback"
+    );
 }
 
 #[test]
@@ -301,7 +359,11 @@ fn fixture_streams_fold_to_the_same_state_in_any_order() {
         // final state came earlier.
         let last = evs.last().expect("non-empty");
         if let Some(s) = TaskState::from_event(&last.kind) {
-            if s.is_ready() && !evs.iter().any(|e| matches!(e.kind, K::Succeeded | K::Failed)) {
+            if s.is_ready()
+                && !evs
+                    .iter()
+                    .any(|e| matches!(e.kind, K::Succeeded | K::Failed))
+            {
                 assert_eq!(forward.state, s, "task {id}");
             }
         }

@@ -99,77 +99,169 @@ pub struct TaskEvent {
     #[serde(default, deserialize_with = "lenient::f64_or_zero")]
     pub timestamp: Timestamp,
     /// Sender's offset in hours, positive west of UTC.
-    #[serde(default, deserialize_with = "lenient::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub utcoffset: Option<f64>,
     /// Sender's process id.
-    #[serde(default, deserialize_with = "lenient::opt_i64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pid: Option<i64>,
     /// Lamport clock of the sender.
     #[serde(default, deserialize_with = "lenient::u64_or_zero")]
     pub clock: u64,
     /// Registered task name (`task-sent`, `task-received`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// Python repr of the positional arguments.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args: Option<String>,
     /// Python repr of the keyword arguments.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kwargs: Option<String>,
     /// Python repr of the return value (`task-succeeded`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<String>,
     /// Python repr of the exception (`task-failed`, `task-retried`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exception: Option<String>,
     /// Traceback text (`task-failed`, `task-retried`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub traceback: Option<String>,
     /// Id of the first task of the workflow.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_id: Option<String>,
     /// Id of the task that published this one.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parent_id: Option<String>,
     /// Group id, when the sender knows it (our own sends, custom events).
     /// Celery's stock events do not carry it.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group_id: Option<String>,
     /// Id of the chord callback this task is a header member of, when known.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub chord_id: Option<String>,
     /// Retry count of this delivery.
-    #[serde(default, deserialize_with = "lenient::opt_u64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retries: Option<u64>,
     /// ETA, ISO-8601 text as sent.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eta: Option<String>,
     /// Expiry, ISO-8601 text as sent.
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires: Option<String>,
     /// Seconds spent running (`task-succeeded`).
-    #[serde(default, deserialize_with = "lenient::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime: Option<f64>,
     /// Queue the task was sent to (`task-sent`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub queue: Option<String>,
     /// Exchange the task was sent to (`task-sent`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exchange: Option<String>,
     /// Routing key the task was sent with (`task-sent`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub routing_key: Option<String>,
     /// `task-revoked`: the task was terminated while running.
-    #[serde(default, deserialize_with = "lenient::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub terminated: Option<bool>,
     /// `task-revoked`: the signal used to terminate it.
-    #[serde(default, deserialize_with = "lenient::opt_i64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub signum: Option<i64>,
     /// `task-revoked`: the task expired before it ran.
-    #[serde(default, deserialize_with = "lenient::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expired: Option<bool>,
     /// `task-rejected`: the message was requeued.
-    #[serde(default, deserialize_with = "lenient::opt_bool", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requeue: Option<bool>,
     /// Every other field of the event, preserved as sent.
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
@@ -300,34 +392,70 @@ pub struct WorkerEvent {
     #[serde(default, deserialize_with = "lenient::f64_or_zero")]
     pub timestamp: Timestamp,
     /// Sender's offset in hours, positive west of UTC.
-    #[serde(default, deserialize_with = "lenient::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub utcoffset: Option<f64>,
     /// Worker's main process id.
-    #[serde(default, deserialize_with = "lenient::opt_i64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pid: Option<i64>,
     /// Lamport clock.
     #[serde(default, deserialize_with = "lenient::u64_or_zero")]
     pub clock: u64,
     /// Heartbeat interval in seconds (2.0 by default).
-    #[serde(default, deserialize_with = "lenient::opt_f64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_f64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub freq: Option<f64>,
     /// Tasks executing now.
-    #[serde(default, deserialize_with = "lenient::opt_u64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub active: Option<u64>,
     /// Tasks processed since start.
-    #[serde(default, deserialize_with = "lenient::opt_u64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub processed: Option<u64>,
     /// 1, 5 and 15 minute load averages.
-    #[serde(default, deserialize_with = "lenient::opt_loadavg", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_loadavg",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub loadavg: Option<Vec<f64>>,
     /// Software identity (`py-celery`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sw_ident: Option<String>,
     /// Software version (`5.7.0`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sw_ver: Option<String>,
     /// Operating system (`Linux`).
-    #[serde(default, deserialize_with = "lenient::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sw_sys: Option<String>,
     /// Every other field, preserved.
     #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
@@ -393,7 +521,11 @@ impl Event {
         match self {
             Self::Task(e) => e.timestamp,
             Self::Worker(e) => e.timestamp,
-            Self::Unknown(e) => e.body.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0),
+            Self::Unknown(e) => e
+                .body
+                .get("timestamp")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
         }
     }
 

@@ -17,4 +17,4 @@ pub use stats::{
     Heatmap, NameCount, RuntimeStats, StateCount, StatsQuery, ThroughputBucket, ThroughputQuery,
 };
 pub use task::{RelationKind, StoredEvent, Task, TaskRelation, TaskState, UnknownState};
-pub use worker::{Worker, WorkerStatus, WorkerStatusChange, DEFAULT_HEARTBEAT_FREQ};
+pub use worker::{DEFAULT_HEARTBEAT_FREQ, Worker, WorkerStatus, WorkerStatusChange};

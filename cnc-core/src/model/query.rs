@@ -17,12 +17,18 @@ pub struct TimeRange {
 impl TimeRange {
     /// `[from, to)`.
     pub fn between(from: Timestamp, to: Timestamp) -> Self {
-        Self { from: Some(from), to: Some(to) }
+        Self {
+            from: Some(from),
+            to: Some(to),
+        }
     }
 
     /// Everything at or after `from`.
     pub fn since(from: Timestamp) -> Self {
-        Self { from: Some(from), to: None }
+        Self {
+            from: Some(from),
+            to: None,
+        }
     }
 
     /// True when `t` lies in the range.
@@ -78,7 +84,11 @@ impl TaskFilter {
         }
         if let Some(n) = &self.name {
             let needle = n.to_lowercase();
-            if !task.name.as_deref().is_some_and(|name| name.to_lowercase().contains(&needle)) {
+            if !task
+                .name
+                .as_deref()
+                .is_some_and(|name| name.to_lowercase().contains(&needle))
+            {
                 return false;
             }
         }
@@ -94,7 +104,8 @@ impl TaskFilter {
             }
         }
         let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+            want.as_ref()
+                .is_none_or(|w| have.as_deref() == Some(w.as_str()))
         };
         eq(&self.root_id, &task.root_id)
             && eq(&self.group_id, &task.group_id)
@@ -133,7 +144,10 @@ pub struct TaskSort {
 
 impl Default for TaskSort {
     fn default() -> Self {
-        Self { field: TaskSortField::Seen, descending: true }
+        Self {
+            field: TaskSortField::Seen,
+            descending: true,
+        }
     }
 }
 
@@ -171,7 +185,11 @@ impl TaskQuery {
 
     /// The newest `limit` tasks matching `filter`.
     pub fn newest(filter: TaskFilter, limit: u32) -> Self {
-        Self { filter, limit, ..Self::default() }
+        Self {
+            filter,
+            limit,
+            ..Self::default()
+        }
     }
 
     /// `limit`, capped.

@@ -72,7 +72,12 @@ pub struct Schedule {
 
 impl Schedule {
     /// An enabled schedule with empty args.
-    pub fn new(name: impl Into<String>, task: impl Into<String>, spec: ScheduleSpec, now: Timestamp) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        task: impl Into<String>,
+        spec: ScheduleSpec,
+        now: Timestamp,
+    ) -> Self {
         Self {
             name: name.into(),
             task: task.into(),

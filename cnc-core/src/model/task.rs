@@ -60,7 +60,10 @@ impl TaskState {
     /// Ready states are final: the task will not run again by itself
     /// (`celery.states.READY_STATES` plus REJECTED).
     pub fn is_ready(self) -> bool {
-        matches!(self, Self::Success | Self::Failure | Self::Revoked | Self::Rejected)
+        matches!(
+            self,
+            Self::Success | Self::Failure | Self::Revoked | Self::Rejected
+        )
     }
 
     /// The state a task event moves a task to, if any.
@@ -103,7 +106,9 @@ impl fmt::Display for TaskState {
 
 /// Error for [`TaskState::from_str`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown task state {0:?} (expected one of PENDING RECEIVED STARTED SUCCESS FAILURE RETRY REVOKED REJECTED)")]
+#[error(
+    "unknown task state {0:?} (expected one of PENDING RECEIVED STARTED SUCCESS FAILURE RETRY REVOKED REJECTED)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for TaskState {
@@ -340,7 +345,11 @@ impl TaskRelation {
             parent_id: task.parent_id.clone(),
             group_id: task.group_id.clone(),
             chord_id: task.chord_id.clone(),
-            kind: if is_root { RelationKind::Root } else { RelationKind::Child },
+            kind: if is_root {
+                RelationKind::Root
+            } else {
+                RelationKind::Child
+            },
             created_at: task.created_at,
         }
     }

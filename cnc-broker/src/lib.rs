@@ -1,0 +1,1 @@
+//! celery-cnc broker layer (being written).

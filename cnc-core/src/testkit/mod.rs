@@ -1,0 +1,1 @@
+//! The DbController conformance suite (being written).
