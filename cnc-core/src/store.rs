@@ -16,6 +16,60 @@
 //!   batch as soon as `apply` returns.
 //! * No method holds a lock across an `.await` of another component.
 
+//!
+//! # Semantics every adapter shares (the conformance suite checks them)
+//!
+//! * **Fold.** Task and worker state come from [`crate::fold`] only. An
+//!   adapter loads the current row, calls the fold, and writes the result.
+//! * **Validation.** [`check_event`] decides what is skipped (and why);
+//!   skipped events are counted in [`ApplyReport::skipped`], never fail a batch.
+//! * **Duplicates.** A task event whose [`crate::model::TaskEvent::dedup_key`]
+//!   is already stored is skipped as [`SkipReason::Duplicate`] and not folded
+//!   again. Worker events are not stored one by one (only status transitions
+//!   are), and folding a repeated worker event is harmless.
+//! * **Seen order.** Each task gets a sequence number when it is first
+//!   created; [`crate::model::TaskSortField::Seen`] (the default, "newest
+//!   first") orders by it. Within one batch, tasks are created in event order.
+//! * **Filters** are those of [`crate::model::TaskFilter::matches`]: states
+//!   (any of), exact worker, case-insensitive substring of the name,
+//!   `created_at` in `[from, to)`, case-insensitive substring of
+//!   [`crate::model::Task::search_text`] (name, args, kwargs, result,
+//!   exception), exact root/group/parent id. All set filters must hold.
+//! * **Paging.** `limit` is capped at [`crate::model::TaskQuery::MAX_LIMIT`].
+//!   `offset` skips rows. `cursor` (opaque, from `next_cursor`) continues
+//!   after the last row of the previous page; it is only valid with the
+//!   default sort and without `offset` (else [`StoreErrorKind::InvalidInput`]).
+//!   `next_cursor` is `Some` whenever the page is full (it may lead to an
+//!   empty page) and `None` when the page has fewer than `limit` rows.
+//!   Ties in non-default sorts are broken by seen order, descending.
+//! * **Events of a task**: oldest first by timestamp, then clock. `fields`
+//!   holds the event's JSON without `type`, `uuid`, `hostname`, `timestamp`,
+//!   `clock`, `name`, `args` and `kwargs` (those are on the task).
+//! * **Relations**: every task whose `root_id` is the root, plus the root
+//!   itself, ordered by `created_at` then seen order.
+//! * **Runtime stats**: tasks with a runtime; scope name and worker exact,
+//!   `time` on `succeeded_at`. Percentiles by nearest rank
+//!   ([`crate::model::RuntimeStats::from_runtimes`]).
+//! * **Throughput**: `bucket_seconds` must be a positive multiple of 60. One
+//!   bucket per `start = floor(from / w) * w + i * w` while `start < to`,
+//!   ascending, empty buckets included. A task counts in the bucket of its
+//!   `finished_at()` under its current final state; `retried` counts
+//!   `task-retried` events by their timestamp. Scope name/worker apply to the
+//!   task's current name/worker; `scope.time` is ignored (use `from`/`to`).
+//! * **Distributions** (state, name): scope `time` on `created_at`. States in
+//!   [`crate::model::TaskState::ALL`] order, zero counts omitted; names by
+//!   count descending, then name ascending. `task_names` is the unscoped
+//!   name distribution.
+//! * **Heatmap**: finished tasks by `finished_at()`; scope `time` on it too.
+//! * **Retention**: `cleanup(t)` removes tasks with `updated_at < t` with
+//!   their events, worker status changes older than `t`, and aggregates of
+//!   minutes before `t`. Workers stay (see `prune_workers`).
+//! * **Purge** removes tasks, events, workers, history and aggregates, not
+//!   schedules.
+//! * **Text.** Any Unicode round-trips, including payloads of 1 MB and more.
+//!   PostgreSQL cannot store NUL in text: its adapter replaces U+0000 with
+//!   U+FFFD, and the suite accepts exactly that substitution.
+
 use std::fmt::Debug;
 use std::time::Duration;
 
