@@ -1,1 +1,20 @@
-//! placeholder
+//! # cnc-store: where celery-cnc keeps history
+//!
+//! Adapters of [`cnc_core::DbController`], each behind a cargo feature:
+//!
+//! * `memory`: thread-safe and ephemeral, for tests and throw-away runs;
+//! * `sqlite` (default): the embedded store, one file, WAL, one writer
+//!   connection and a pool of readers, FTS5 trigram search;
+//! * `postgres`: for users who outgrow one machine; several celery-cnc
+//!   instances can share one database.
+//!
+//! All of them fold events with [`cnc_core::fold`], so they agree on every
+//! task's state, and all of them pass the conformance suite in
+//! `cnc_core::testkit`.
+
+#[cfg(feature = "memory")]
+pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

@@ -1,0 +1,1 @@
+//! Celery 5 wire protocol (being written).
