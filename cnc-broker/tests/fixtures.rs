@@ -1,0 +1,1 @@
+//! Every captured fixture decodes; what we encode matches the captures.
