@@ -27,9 +27,11 @@ pub mod event;
 pub mod json;
 pub mod message;
 pub mod names;
+pub mod repr;
 pub mod result;
 pub mod task;
 
+pub use control::{ControlReply, ControlRequest, ReplyTo};
 pub use error::DecodeError;
 pub use event::{
     EncodedEvent, EventBatch, EventItemError, decode_event_body, decode_event_message,
@@ -40,3 +42,5 @@ pub use message::{
     decode_redis_envelope_with, encode_redis_envelope,
 };
 pub use names::RedisNames;
+pub use result::{ExceptionInfo, GroupMeta, ResultKeys, ResultMeta};
+pub use task::{Embed, Expires, SendTask, Signature, TaskMessage, TimeLimit};
