@@ -69,3 +69,15 @@ pub(crate) fn parse_as<'a, T: serde::Deserialize<'a>>(
 ) -> Result<T, DecodeError> {
     serde_json::from_slice(bytes).map_err(|e| DecodeError::json(what, &e))
 }
+
+/// Deserialise `null` as the type's default (`[]`, `{}`): Celery writes
+/// `"children": null` on some results, and hand-made signatures may carry
+/// `"args": null`.
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

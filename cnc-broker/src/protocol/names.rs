@@ -380,3 +380,20 @@ pub fn amqp_task_exchange(name: &str) -> ExchangeSpec {
         auto_delete: false,
     }
 }
+
+/// A worker's own control queue `<hostname>.celery.pidbox` (exclusive,
+/// auto-delete, `x-expires` 10000, `x-message-ttl` 300000), as captured in
+/// `topology-while-busy.json`. Workers declare it; tools only need it to
+/// recognise worker queues.
+pub fn amqp_worker_pidbox_queue(hostname: &str, control_exchange: &str) -> QueueSpec {
+    QueueSpec {
+        name: format!("{hostname}.{}", pidbox_exchange(control_exchange)),
+        durable: false,
+        exclusive: true,
+        auto_delete: true,
+        arguments: vec![
+            ("x-expires".into(), AmqpField::Int(10000)),
+            ("x-message-ttl".into(), AmqpField::Int(300_000)),
+        ],
+    }
+}

@@ -26,8 +26,9 @@ pub struct ResultMeta {
     /// Python traceback text (FAILURE, RETRY).
     #[serde(default)]
     pub traceback: Option<String>,
-    /// Result tuples of spawned tasks (see [`ResultRef`]).
-    #[serde(default)]
+    /// Result tuples of spawned tasks (see [`ResultRef`]). `null` as captured
+    /// on some REVOKED results reads as empty.
+    #[serde(default, deserialize_with = "super::json::null_default")]
     pub children: Vec<Value>,
     /// Completion time as stored: ISO-8601 with `+00:00` on Redis, a naive
     /// UTC `YYYY-MM-DD HH:MM:SS.ffffff` in the database. See

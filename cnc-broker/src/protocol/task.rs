@@ -18,19 +18,19 @@ pub struct Signature {
     /// Registered task name.
     pub task: String,
     /// Positional arguments.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::null_default")]
     pub args: Vec<Value>,
     /// Keyword arguments.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::null_default")]
     pub kwargs: Map<String, Value>,
     /// `apply_async` options (`task_id`, `queue`, `group_id`, `reply_to`...).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::null_default")]
     pub options: Map<String, Value>,
     /// `null`, `"chain"`, `"group"` or `"chord"`.
     #[serde(default)]
     pub subtask_type: Option<String>,
     /// An immutable signature (`.si()`) ignores its parent's result.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::null_default")]
     pub immutable: bool,
     /// Other keys (`chord_size`...), preserved.
     #[serde(flatten)]
@@ -171,8 +171,9 @@ pub struct TaskMessage {
     pub kwargsrepr: Option<String>,
     /// `<name>@<host>` of the publisher.
     pub origin: Option<String>,
-    /// Do not store the result.
-    pub ignore_result: bool,
+    /// Do not store the result. Usually a bool; `null` as captured from
+    /// `send_task` (the README's table says bool: the capture wins).
+    pub ignore_result: Option<bool>,
     /// Celery's `replaced_task_nesting` (0).
     pub replaced_task_nesting: i64,
     /// `stamped_headers` (null).
@@ -285,7 +286,10 @@ impl TaskMessage {
         h.insert("argsrepr".into(), opt_str_value(&self.argsrepr));
         h.insert("kwargsrepr".into(), opt_str_value(&self.kwargsrepr));
         h.insert("origin".into(), opt_str_value(&self.origin));
-        h.insert("ignore_result".into(), Value::Bool(self.ignore_result));
+        h.insert(
+            "ignore_result".into(),
+            self.ignore_result.map_or(Value::Null, Value::Bool),
+        );
         h.insert(
             "replaced_task_nesting".into(),
             Value::from(self.replaced_task_nesting),
@@ -364,10 +368,7 @@ impl TaskMessage {
             argsrepr: s("argsrepr"),
             kwargsrepr: s("kwargsrepr"),
             origin: s("origin"),
-            ignore_result: h
-                .get("ignore_result")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            ignore_result: h.get("ignore_result").and_then(Value::as_bool),
             replaced_task_nesting: h
                 .get("replaced_task_nesting")
                 .and_then(Value::as_i64)
@@ -464,7 +465,7 @@ pub struct SendTask {
     argsrepr: Option<String>,
     kwargsrepr: Option<String>,
     origin: Option<String>,
-    ignore_result: bool,
+    ignore_result: Option<bool>,
     shadow: Option<String>,
     queue: String,
     exchange: String,
@@ -495,7 +496,7 @@ impl SendTask {
             argsrepr: None,
             kwargsrepr: None,
             origin: None,
-            ignore_result: false,
+            ignore_result: Some(false),
             shadow: None,
             queue: super::names::DEFAULT_QUEUE.to_owned(),
             exchange: String::new(),
@@ -539,10 +540,11 @@ impl SendTask {
         };
         t.timelimit.hard = o.get("time_limit").and_then(Value::as_f64);
         t.timelimit.soft = o.get("soft_time_limit").and_then(Value::as_f64);
-        t.ignore_result = o
-            .get("ignore_result")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        t.ignore_result = Some(
+            o.get("ignore_result")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        );
         t
     }
 
@@ -628,8 +630,8 @@ impl SendTask {
         self.origin = Some(origin.into());
         self
     }
-    /// Do not store the result.
-    pub fn ignore_result(mut self, ignore: bool) -> Self {
+    /// Do not store the result (`None` sends `null`, as `send_task` does).
+    pub fn ignore_result(mut self, ignore: Option<bool>) -> Self {
         self.ignore_result = ignore;
         self
     }
@@ -731,7 +733,7 @@ impl SendTask {
             extra_headers: self.extra_headers,
             queue: self.queue,
             exchange: self.exchange,
-            priority: self.priority,
+            priority: Some(self.priority.unwrap_or(0)),
             reply_to: self.reply_to,
             expiration,
             id,
