@@ -617,17 +617,14 @@ pub fn generate(cfg: &GenConfig) -> Generated {
     };
     let start = micros(cfg.start);
     let span = micros(cfg.span.max(0.0)).max(1) as u64;
-    let mut starts = Vec::new();
-    // Unit start times spread over the span, in order.
-    let units = cfg.tasks.max(1);
-    for _ in 0..units {
-        starts.push(start + b.rng.below(span) as i64);
-    }
-    starts.sort_unstable();
-    for &t0 in &starts {
-        if b.tasks >= cfg.tasks {
-            break;
-        }
+    let want = cfg.tasks.max(1) as u64;
+    // Units (single tasks or workflows) start in order over the whole span:
+    // the start follows the share of tasks already generated, plus jitter.
+    while b.tasks < cfg.tasks {
+        let done = b.tasks as u64;
+        let t0 = start
+            + (u128::from(span) * u128::from(done) / u128::from(want)) as i64
+            + b.rng.below(span / want + 1) as i64;
         if b.rng.chance(cfg.workflow_ratio) && cfg.tasks - b.tasks >= 3 {
             match b.rng.below(3) {
                 0 => b.chain(t0),

@@ -18,13 +18,21 @@ use crate::store::{ApplyReport, DbController, StoreErrorKind, StoreResult};
 
 mod admin;
 mod concurrency;
+mod events;
 mod lifecycle;
 mod query;
 mod stats;
 mod text;
 mod workers;
 
+pub use admin::*;
+pub use concurrency::*;
+pub use events::*;
 pub use lifecycle::*;
+pub use query::*;
+pub use stats::*;
+pub use text::*;
+pub use workers::*;
 
 /// 2026-01-05 00:00:00 UTC (a Monday): the base time of hand-written scenarios.
 pub const T0: Timestamp = 1_767_571_200.0;
