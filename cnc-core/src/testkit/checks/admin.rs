@@ -11,7 +11,7 @@ use crate::testkit::StoreFactory;
 use crate::testkit::generator::GenConfig;
 
 use super::query::dataset;
-use super::{T0, apply, assert_json, assert_same_tasks, fails_with, ok, ready};
+use super::{T0, apply, assert_events, assert_json, assert_same_tasks, fails_with, ok, ready};
 
 fn schedules() -> Vec<Schedule> {
     let mut a = Schedule::new(
@@ -149,7 +149,7 @@ pub async fn check_cleanup(factory: &dyn StoreFactory) {
     assert_same_tasks(&*store, &model, "after cleanup").await;
     for id in &g.task_ids {
         let got = ok(store.task_events(id).await, "task_events(id)");
-        assert_json(
+        assert_events(
             &got,
             &model.events_of(id),
             &format!("task_events({id}) after cleanup"),

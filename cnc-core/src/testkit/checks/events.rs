@@ -7,7 +7,7 @@ use crate::testkit::StoreFactory;
 use crate::testkit::generator::{self, GenConfig, Rng};
 use crate::testkit::reference::Reference;
 
-use super::{apply, apply_chunks, assert_json, ok, ready, sent, task_events, tev};
+use super::{apply, apply_chunks, assert_events, assert_json, ok, ready, sent, task_events, tev};
 
 /// `task_events(id)`: every stored event of the task once, oldest first by
 /// timestamp then clock, whatever the arrival order; `fields` is the event's
@@ -49,7 +49,7 @@ pub async fn check_task_events(factory: &dyn StoreFactory) {
     ]);
     apply(&*store, &mut model, &events, "events in reverse order").await;
     let got = ok(store.task_events(id).await, "task_events(id)");
-    assert_json(&got, &model.events_of(id), "task_events(id) oldest first");
+    assert_events(&got, &model.events_of(id), "task_events(id) oldest first");
     let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -117,7 +117,7 @@ pub async fn check_task_events(factory: &dyn StoreFactory) {
     apply_chunks(&*store, &mut model, &g.events, 64, "jittered stream").await;
     for tid in &g.task_ids {
         let got = ok(store.task_events(tid).await, "task_events(id)");
-        assert_json(&got, &model.events_of(tid), &format!("task_events({tid})"));
+        assert_events(&got, &model.events_of(tid), &format!("task_events({tid})"));
     }
 }
 

@@ -11,8 +11,8 @@ use crate::testkit::reference::Reference;
 
 use super::query::eventually_same;
 use super::{
-    T0, apply, assert_json, assert_same_tasks, assert_task, json_matches, ok, ready, task_events,
-    tev, text_matches,
+    T0, apply, assert_events, assert_json, assert_same_tasks, assert_task, json_matches, ok, ready,
+    task_events, tev, text_matches,
 };
 
 /// Strings that break naive storage: emoji (astral plane, ZWJ sequences),
@@ -73,7 +73,7 @@ pub async fn check_unicode_round_trip(factory: &dyn StoreFactory) {
         let got = ok(store.task(&id).await, "task(id)");
         assert_task(got.as_ref(), model.task(&id), "unicode round trip");
         let got = ok(store.task_events(&id).await, "task_events(id)");
-        assert_json(&got, &model.events_of(&id), "unicode in stored events");
+        assert_events(&got, &model.events_of(&id), "unicode in stored events");
     }
     let got = ok(store.task("uni-result").await, "task(id)").and_then(|t| t.result);
     let want = model
@@ -177,7 +177,7 @@ pub async fn check_large_payload(factory: &dyn StoreFactory) {
     );
     assert_task(Some(&got), model.task("big-1"), "1 MB task");
     let events = ok(store.task_events("big-1").await, "task_events(big)");
-    assert_json(
+    assert_events(
         &events,
         &model.events_of("big-1"),
         "1 MB result in stored event fields",
