@@ -246,6 +246,25 @@ pub async fn check_filters(factory: &dyn StoreFactory) {
             },
         ),
     ]);
+    // Boundaries of [from, to): a task created exactly at `from` is in, one
+    // created exactly at `to` is out.
+    let all = model.all();
+    let (lo, hi) = (all[all.len() - 40].created_at, all[40].created_at);
+    let (lo, hi) = (lo.min(hi), lo.max(hi));
+    assert!(lo < hi, "suite self-check: distinct creation times");
+    let boundary = TaskFilter {
+        time: Some(TimeRange::between(lo, hi)),
+        ..f()
+    };
+    let inside = model.matching(&boundary);
+    assert!(
+        inside.iter().any(|t| t.created_at == lo) && !inside.iter().any(|t| t.created_at == hi),
+        "suite self-check: [from, to) boundaries"
+    );
+    cases.push((
+        "time [created_at of one task, created_at of another)".into(),
+        boundary,
+    ));
     let mut partial = 0;
     for (what, filter) in &cases {
         let n = if filter.search.is_some() {
@@ -730,10 +749,24 @@ pub async fn check_search(factory: &dyn StoreFactory) {
         "7",
         "q",
         "",
+        // Only in tracebacks, worker names or ids: not searched.
+        "site-packages",
+        "worker-0",
     ]
     .into_iter()
     .map(|n| (format!("{n:?}"), s(n)))
     .collect();
+    let id_prefix = model.all()[0].id[..13].to_owned();
+    cases.push((
+        format!("{id_prefix:?} (a task id: not searched)"),
+        s(&id_prefix),
+    ));
+    for needle in ["site-packages", "worker-0", &id_prefix] {
+        assert!(
+            model.matching(&s(needle)).is_empty(),
+            "suite self-check: {needle:?}"
+        );
+    }
     for n in [from_args, from_kwargs, from_result] {
         assert!(n.len() >= 3, "suite self-check: needle {n:?}");
         cases.push((format!("{n:?} (from the data)"), s(&n)));
