@@ -4,7 +4,7 @@
 //! Every adapter (memory, SQLite, PostgreSQL, and third-party ones) runs the
 //! same checks. An adapter provides a [`StoreFactory`] that hands out a new,
 //! empty, not yet initialised store per call (PostgreSQL gives each call its
-//! own schema, SQLite its own file), and expands [`conformance_tests!`]:
+//! own schema, SQLite its own file), and expands [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```ignore
 //! // tests/conformance_mystore.rs
@@ -35,18 +35,49 @@
 //!
 //! # Readings of the contract the suite enforces
 //!
-//! Where `store.rs` leaves room, the suite picks one reading (see the
-//! check docs in [`checks`] for the full list):
+//! Where `store.rs` leaves room, the suite picks the reading below, and the
+//! in-memory store (`cnc_store::memory`) implements the same:
 //!
-//! * non-default sorts put tasks without the sort value (no `received_at`,
-//!   no `runtime`, no name) last in both directions; names compare by bytes
-//!   (PostgreSQL: `COLLATE "C"`);
-//! * throughput counts a task in the bucket whose `[start, start + w)`
+//! * **Sorts.** Non-default sorts put tasks without the sort value (no
+//!   `received_at`, `started_at`, `runtime` or name) last in both
+//!   directions; names compare by bytes (PostgreSQL: `COLLATE "C"`). Ties:
+//!   seen order, descending, as written.
+//! * **Cursors.** `next_cursor` is checked (Some exactly when the page is
+//!   full) for the default sort only, with or without `offset`; a cursor
+//!   that no adapter could have produced is `InvalidInput`.
+//! * **Throughput.** A task counts in the bucket whose `[start, start + w)`
 //!   holds its finish time, even when that is before `from` in the first
-//!   bucket or after `to` in the last (buckets are whole);
-//! * `ApplyReport`: `applied` counts folded task and worker events,
-//!   `tasks_updated` and `workers_touched` count distinct tasks/workers,
-//!   `changed_tasks` lists each task once, task events never create workers.
+//!   bucket or at/after `to` in the last: buckets are whole (per-minute
+//!   aggregates cannot split a minute anyway). An unaligned `from == to`
+//!   therefore gives one bucket; an aligned one gives none. After
+//!   `cleanup(t)`, throughput is compared from `t` on only.
+//! * **ApplyReport.** `applied` counts folded task *and* worker events;
+//!   `tasks_updated` and `workers_touched` count distinct tasks and workers;
+//!   `changed_tasks` lists each task once; repeated worker events are folded
+//!   again (and counted as applied), never `Duplicate`.
+//! * **Workers.** Only worker events create workers (a task event's
+//!   hostname does not); `set_worker_info` on an unknown host creates
+//!   `Worker::new(hostname, at)` with the info set.
+//! * **Stored events.** `null` values in `fields` are ignored; every other
+//!   key must be there, and nothing else.
+//! * **Errors.** `migrate` beyond [`crate::SCHEMA_VERSION`] may fail as
+//!   `InvalidInput`, `Migration` or `SchemaTooNew`.
+//!
+//! Not checked (cannot be observed generically): that an `apply` error
+//! leaves the store unchanged, `SchemaTooNew` from `initialize`, how long
+//! readers wait for a writer, and `prune_workers` on a worker that was never
+//! online.
+//!
+//! # Running
+//!
+//! ```text
+//! cargo test -p cnc-store --no-default-features --features memory --test conformance_memory
+//! cargo test -p cnc-store --test conformance_memory -- check_search   # one check
+//! ```
+//!
+//! [`generator`] and [`reference`](mod@reference) are public too: benches use the
+//! generator for realistic load, adapter tests use the model for their own
+//! expectations.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,7 +99,7 @@ pub trait StoreFactory: Send + Sync {
 }
 
 /// Run a check on a new multi-thread tokio runtime with two workers. Used by
-/// [`conformance_tests!`]; panics if the runtime cannot be built.
+/// [`conformance_tests!`](crate::conformance_tests); panics if the runtime cannot be built.
 #[doc(hidden)]
 pub fn run<F: Future<Output = ()>>(check: F) {
     #[allow(clippy::expect_used)]
@@ -128,7 +159,7 @@ macro_rules! conformance_tests {
     };
 }
 
-/// Implementation detail of [`conformance_tests!`].
+/// Implementation detail of [`conformance_tests!`](crate::conformance_tests).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {

@@ -3,7 +3,7 @@
 //! Each takes a [`StoreFactory`], builds the stores it needs with
 //! [`StoreFactory::fresh`], and panics with a message naming the rule and
 //! the first difference when the adapter disagrees with the
-//! [`Reference`](super::reference::Reference) model or with a literal
+//! [`Reference`] model or with a literal
 //! expectation. [`crate::conformance_tests!`] runs them all.
 
 use std::fmt::Debug;
