@@ -7,7 +7,7 @@
 //! injected from the fixture rather than rewritten).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cnc_broker::protocol::control::{
     self, ControlReply, ControlRequest, Outcome, RegisteredTask, outcome,
@@ -1026,7 +1026,8 @@ fn chord_header_matches_capture() {
 #[test]
 fn control_requests_match_captures() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let cases: Vec<(&str, Box<dyn Fn(&Value) -> ControlRequest>)> = vec![
+    type Make = Box<dyn Fn(&Value) -> ControlRequest>;
+    let cases: Vec<(&str, Make)> = vec![
         ("ping", Box::new(|_| ControlRequest::ping())),
         ("ping-destination", Box::new(|_| ControlRequest::ping())),
         (
@@ -1413,6 +1414,3 @@ fn reply_names_and_bucket_rules() {
     assert_eq!(q.name, "oid.reply.celery.pidbox");
     assert!(q.exclusive && q.auto_delete && !q.durable);
 }
-
-#[allow(dead_code)]
-fn _unused(_: &Path) {}

@@ -336,7 +336,11 @@ impl TaskMessage {
             Some(Value::Null) | None => return Err(DecodeError::MissingField("id")),
             Some(_) => return Err(DecodeError::bad("id", "not a string")),
         };
-        let (args, kwargs, embed) = parse_body(&msg.body)?;
+        let TaskBody {
+            args,
+            kwargs,
+            embed,
+        } = parse_body(&msg.body)?;
         let s = |k: &str| h.get(k).and_then(Value::as_str).map(str::to_owned);
         let timelimit = match h.get("timelimit") {
             Some(Value::Array(a)) => TimeLimit {
@@ -402,8 +406,19 @@ impl TaskMessage {
     }
 }
 
+/// The three parts of a v2 body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskBody {
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// Callbacks, errbacks, chain, chord.
+    pub embed: Embed,
+}
+
 /// Parse a v2 body `[args, kwargs, embed]` (embed may be missing or null).
-pub fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Map<String, Value>, Embed), DecodeError> {
+pub fn parse_body(body: &[u8]) -> Result<TaskBody, DecodeError> {
     let value = parse_value("task body", body)?;
     let Value::Array(mut parts) = value else {
         return Err(DecodeError::bad(
@@ -432,7 +447,11 @@ pub fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Map<String, Value>, Embed)
         Value::Null => Vec::new(),
         _ => return Err(DecodeError::bad("args", "not an array")),
     };
-    Ok((args, kwargs, embed))
+    Ok(TaskBody {
+        args,
+        kwargs,
+        embed,
+    })
 }
 
 /// When a task expires.
