@@ -1,0 +1,802 @@
+//! The single writer of the SQLite store.
+//!
+//! One OS thread owns the only read-write connection. Each `apply` is one
+//! `BEGIN IMMEDIATE` transaction that:
+//!
+//! 1. validates events ([`cnc_core::store::check_event`]);
+//! 2. inserts each task event with `INSERT OR IGNORE` into `task_events`,
+//!    whose primary key is the event's identity: an ignored insert is a
+//!    duplicate and is not folded again;
+//! 3. folds new events into the task, loaded from a bounded cache of recent
+//!    tasks or from the database ([`cnc_core::fold`]);
+//! 4. writes each touched task once, updating only the columns (and so the
+//!    indexes) that changed, the per-(name, worker, state) counts and the
+//!    per-minute aggregates as deltas, and queues changed search text in
+//!    `search_pending`.
+//!
+//! On any error the transaction rolls back and the in-memory state touched
+//! by the batch is dropped, so the database and the cache never disagree.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::Value;
+
+use cnc_core::fold::{apply_task_event, apply_worker_event, task_from_event, worker_from_event};
+use cnc_core::store::check_event;
+use cnc_core::{
+    ApplyReport, CleanupReport, Event, Schedule, SkipReason, StoreResult, Task, TaskEvent,
+    TaskState, Timestamp, Worker, WorkerStatus, WorkerStatusChange,
+};
+
+use super::error::{corrupt, map_err};
+use super::search::IndexCmd;
+
+/// A task held by the writer.
+struct Slot {
+    seq: i64,
+    task: Task,
+}
+
+/// Bounded FIFO cache of recently written tasks: most events of a task
+/// arrive within seconds, so most folds never read the database.
+struct TaskCache {
+    map: HashMap<String, Slot>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl TaskCache {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn insert(&mut self, id: String, slot: Slot) {
+        if self.map.insert(id.clone(), slot).is_none() {
+            self.order.push_back(id);
+        }
+    }
+
+    fn trim(&mut self) {
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(id) => {
+                    self.map.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+/// What a task looked like before the batch touched it.
+struct Before {
+    existed: bool,
+    task: Task,
+    retried: Vec<Timestamp>,
+}
+
+/// The writer's state; lives on the writer thread.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    cache: TaskCache,
+    workers: HashMap<String, Worker>,
+    next_seq: i64,
+    acked: Arc<Mutex<Vec<(i64, i64)>>>,
+    indexer: Option<std::sync::mpsc::Sender<IndexCmd>>,
+}
+
+fn key(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
+}
+
+fn minute(t: Timestamp) -> i64 {
+    (t / 60.0).floor() as i64
+}
+
+const FINAL_STATES: [TaskState; 4] = [
+    TaskState::Success,
+    TaskState::Failure,
+    TaskState::Revoked,
+    TaskState::Rejected,
+];
+
+/// Event fields kept in `task_events.fields`: everything but what the row
+/// or the task already holds.
+fn event_fields(e: &TaskEvent) -> StoreResult<Option<String>> {
+    let mut v = serde_json::to_value(e).map_err(|err| corrupt("event", err))?;
+    if let Value::Object(map) = &mut v {
+        for k in [
+            "type",
+            "uuid",
+            "hostname",
+            "timestamp",
+            "clock",
+            "name",
+            "args",
+            "kwargs",
+        ] {
+            map.remove(k);
+        }
+        if map.is_empty() {
+            return Ok(None);
+        }
+    }
+    serde_json::to_string(&v)
+        .map(Some)
+        .map_err(|err| corrupt("event", err))
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        cache_cap: usize,
+        acked: Arc<Mutex<Vec<(i64, i64)>>>,
+        indexer: Option<std::sync::mpsc::Sender<IndexCmd>>,
+    ) -> StoreResult<Self> {
+        let mut w = Self {
+            conn,
+            cache: TaskCache::new(cache_cap),
+            workers: HashMap::new(),
+            next_seq: 1,
+            acked,
+            indexer,
+        };
+        w.reload()?;
+        Ok(w)
+    }
+
+    /// Reload what the writer keeps in memory from the database.
+    pub(crate) fn reload(&mut self) -> StoreResult<()> {
+        self.cache.clear();
+        let has_tasks: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'tasks'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        if has_tasks == 0 {
+            self.workers.clear();
+            self.next_seq = 1;
+            return Ok(());
+        }
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(seq) FROM tasks", [], |r| r.get(0))
+            .map_err(map_err)?;
+        self.next_seq = self.next_seq.max(max.unwrap_or(0) + 1);
+        let mut st = self
+            .conn
+            .prepare("SELECT body FROM workers")
+            .map_err(map_err)?;
+        let bodies: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .map_err(map_err)?
+            .collect::<Result<_, _>>()
+            .map_err(map_err)?;
+        drop(st);
+        self.workers.clear();
+        for b in bodies {
+            let w: Worker = serde_json::from_str(&b).map_err(|e| corrupt("worker", e))?;
+            self.workers.insert(w.hostname.clone(), w);
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self) -> StoreResult<Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)
+    }
+
+    /// Apply one batch atomically.
+    pub(crate) fn apply(&mut self, events: &[Event]) -> StoreResult<ApplyReport> {
+        let mut touched: Vec<String> = Vec::new();
+        let result = self.apply_inner(events, &mut touched);
+        if result.is_err() {
+            // The transaction rolled back: forget what the batch did in memory.
+            for id in &touched {
+                self.cache.map.remove(id);
+            }
+            if let Err(err) = self.reload() {
+                tracing::error!(error = %err, "reloading writer state after a failed batch");
+            }
+        }
+        self.cache.trim();
+        result
+    }
+
+    fn apply_inner(
+        &mut self,
+        events: &[Event],
+        touched: &mut Vec<String>,
+    ) -> StoreResult<ApplyReport> {
+        let mut report = ApplyReport::default();
+        let mut before: HashMap<String, Before> = HashMap::new();
+        let mut worker_dirty: Vec<String> = Vec::new();
+        let mut history: Vec<WorkerStatusChange> = Vec::new();
+        let acked: Vec<(i64, i64)> = std::mem::take(&mut *self.acked.lock());
+        let mut next_seq = self.next_seq;
+
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        {
+            let mut ins_event = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO task_events (task_seq, ts_us, kind, hostname, clock, ts, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(map_err)?;
+            let mut load = tx
+                .prepare_cached("SELECT seq, body FROM tasks WHERE id = ?1")
+                .map_err(map_err)?;
+            for event in events {
+                if let Some(reason) = check_event(event) {
+                    report.skip(reason);
+                    continue;
+                }
+                match event {
+                    Event::Task(e) => {
+                        // Find the task: cache, database, or new.
+                        if !self.cache.map.contains_key(&e.uuid) {
+                            let row: Option<(i64, String)> = load
+                                .query_row([&e.uuid], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()
+                                .map_err(map_err)?;
+                            if let Some((seq, body)) = row {
+                                let task: Task = serde_json::from_str(&body)
+                                    .map_err(|err| corrupt("task", err))?;
+                                self.cache.insert(e.uuid.clone(), Slot { seq, task });
+                            }
+                        }
+                        let seq = match self.cache.map.get(&e.uuid) {
+                            Some(slot) => slot.seq,
+                            None => next_seq,
+                        };
+                        let k = e.dedup_key();
+                        let inserted = ins_event
+                            .execute(params![
+                                seq,
+                                k.micros,
+                                k.kind,
+                                k.hostname,
+                                k.clock as i64,
+                                e.timestamp,
+                                event_fields(e)?
+                            ])
+                            .map_err(map_err)?;
+                        if inserted == 0 {
+                            report.skip(SkipReason::Duplicate);
+                            continue;
+                        }
+                        report.applied += 1;
+                        match self.cache.map.get_mut(&e.uuid) {
+                            Some(slot) => {
+                                let b = before.entry(e.uuid.clone()).or_insert_with(|| {
+                                    touched.push(e.uuid.clone());
+                                    Before {
+                                        existed: true,
+                                        task: slot.task.clone(),
+                                        retried: Vec::new(),
+                                    }
+                                });
+                                if matches!(e.kind, cnc_core::TaskEventKind::Retried) {
+                                    b.retried.push(e.timestamp);
+                                }
+                                apply_task_event(&mut slot.task, e, false);
+                            }
+                            None => {
+                                let (task, _) = task_from_event(e);
+                                next_seq += 1;
+                                touched.push(e.uuid.clone());
+                                let retried = if matches!(e.kind, cnc_core::TaskEventKind::Retried)
+                                {
+                                    vec![e.timestamp]
+                                } else {
+                                    Vec::new()
+                                };
+                                before.insert(
+                                    e.uuid.clone(),
+                                    Before {
+                                        existed: false,
+                                        task: task.clone(),
+                                        retried,
+                                    },
+                                );
+                                self.cache.insert(e.uuid.clone(), Slot { seq, task });
+                            }
+                        }
+                    }
+                    Event::Worker(e) => {
+                        report.applied += 1;
+                        let change = match self.workers.get_mut(&e.hostname) {
+                            Some(w) => apply_worker_event(w, e),
+                            None => {
+                                let (w, change) = worker_from_event(e);
+                                self.workers.insert(e.hostname.clone(), w);
+                                change
+                            }
+                        };
+                        if !worker_dirty.contains(&e.hostname) {
+                            worker_dirty.push(e.hostname.clone());
+                        }
+                        if let Some(c) = change {
+                            history.push(c);
+                        }
+                    }
+                    Event::Unknown(_) => report.skip(SkipReason::UnknownType),
+                }
+            }
+        }
+
+        // Write touched tasks and the aggregates.
+        let now = cnc_core::now();
+        let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
+        let mut minutes: HashMap<(i64, &'static str, String, String), i64> = HashMap::new();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO tasks (seq, id, name, state, worker, created_at, updated_at,
+                        received_at, started_at, succeeded_at, runtime, root_id, parent_id, group_id, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .map_err(map_err)?;
+            let mut pending = tx
+                .prepare_cached(
+                    "INSERT INTO search_pending (seq, since, ver) VALUES (?1, ?2, 1)
+                     ON CONFLICT (seq) DO UPDATE SET ver = ver + 1",
+                )
+                .map_err(map_err)?;
+            for id in touched.iter() {
+                let (Some(slot), Some(b)) = (self.cache.map.get(id), before.get(id)) else {
+                    continue;
+                };
+                let t = &slot.task;
+                let body = serde_json::to_string(t).map_err(|e| corrupt("task", e))?;
+                if b.existed {
+                    report.tasks_updated += 1;
+                    update_task(&tx, slot.seq, &b.task, t, &body)?;
+                } else {
+                    report.tasks_created += 1;
+                    insert
+                        .execute(params![
+                            slot.seq,
+                            t.id,
+                            t.name,
+                            t.state.as_str(),
+                            t.worker,
+                            t.created_at,
+                            t.updated_at,
+                            t.received_at,
+                            t.started_at,
+                            t.succeeded_at,
+                            t.runtime,
+                            t.root_id,
+                            t.parent_id,
+                            t.group_id,
+                            body
+                        ])
+                        .map_err(map_err)?;
+                }
+                report.changed_tasks.push(id.clone());
+                // Search text.
+                let text_changed = !b.existed
+                    || t.name != b.task.name
+                    || t.args != b.task.args
+                    || t.kwargs != b.task.kwargs
+                    || t.result != b.task.result
+                    || t.exception != b.task.exception;
+                if text_changed {
+                    pending.execute(params![slot.seq, now]).map_err(map_err)?;
+                }
+                // Count deltas.
+                if b.existed {
+                    *counts
+                        .entry((
+                            key(&b.task.name).to_owned(),
+                            key(&b.task.worker).to_owned(),
+                            b.task.state.as_str(),
+                        ))
+                        .or_default() -= 1;
+                    if let Some(f) = b.task.finished_at() {
+                        *minutes
+                            .entry((
+                                minute(f),
+                                b.task.state.as_str(),
+                                key(&b.task.name).to_owned(),
+                                key(&b.task.worker).to_owned(),
+                            ))
+                            .or_default() -= 1;
+                    }
+                }
+                *counts
+                    .entry((
+                        key(&t.name).to_owned(),
+                        key(&t.worker).to_owned(),
+                        t.state.as_str(),
+                    ))
+                    .or_default() += 1;
+                if let Some(f) = t.finished_at() {
+                    *minutes
+                        .entry((
+                            minute(f),
+                            t.state.as_str(),
+                            key(&t.name).to_owned(),
+                            key(&t.worker).to_owned(),
+                        ))
+                        .or_default() += 1;
+                }
+                for r in &b.retried {
+                    *minutes
+                        .entry((
+                            minute(*r),
+                            TaskState::Retry.as_str(),
+                            key(&t.name).to_owned(),
+                            key(&t.worker).to_owned(),
+                        ))
+                        .or_default() += 1;
+                }
+            }
+        }
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO task_counts (name, worker, state, count) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name, worker, state) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(map_err)?;
+            for ((n, w, s), d) in counts {
+                if d != 0 {
+                    up.execute(params![n, w, s, d]).map_err(map_err)?;
+                }
+            }
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO agg_minute (minute, state, name, worker, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (minute, state, name, worker) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(map_err)?;
+            for ((m, s, n, w), d) in minutes {
+                if d != 0 {
+                    up.execute(params![m, s, n, w, d]).map_err(map_err)?;
+                }
+            }
+            let mut del = tx
+                .prepare_cached("DELETE FROM search_pending WHERE seq = ?1 AND ver = ?2")
+                .map_err(map_err)?;
+            for (seq, ver) in &acked {
+                del.execute(params![seq, ver]).map_err(map_err)?;
+            }
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO workers (hostname, status, offline_since, first_seen, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (hostname) DO UPDATE SET status = excluded.status,
+                        offline_since = excluded.offline_since, first_seen = excluded.first_seen,
+                        body = excluded.body",
+                )
+                .map_err(map_err)?;
+            for h in &worker_dirty {
+                if let Some(w) = self.workers.get(h) {
+                    let body = serde_json::to_string(w).map_err(|e| corrupt("worker", e))?;
+                    up.execute(params![
+                        w.hostname,
+                        w.status.as_str(),
+                        w.offline_since,
+                        w.first_seen,
+                        body
+                    ])
+                    .map_err(map_err)?;
+                    report.workers_touched += 1;
+                }
+            }
+            let mut hist = tx
+                .prepare_cached(
+                    "INSERT INTO worker_history (hostname, status, ts, reason) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(map_err)?;
+            for c in &history {
+                hist.execute(params![
+                    c.hostname,
+                    c.status.as_str(),
+                    c.timestamp,
+                    c.reason
+                ])
+                .map_err(map_err)?;
+            }
+        }
+        if let Err(e) = tx.commit().map_err(map_err) {
+            // Put back the acknowledgements we could not record.
+            self.acked.lock().extend(acked);
+            return Err(e);
+        }
+        self.next_seq = next_seq;
+        report.worker_changes = history;
+        Ok(report)
+    }
+
+    /// Where cleanup sends the ids of removed tasks for the search index.
+    pub(crate) fn set_indexer(&mut self, tx: Option<std::sync::mpsc::Sender<IndexCmd>>) {
+        self.indexer = tx;
+    }
+
+    /// Record acknowledged search work when no batch comes to do it.
+    pub(crate) fn drain_acked(&mut self) -> StoreResult<()> {
+        let acked: Vec<(i64, i64)> = std::mem::take(&mut *self.acked.lock());
+        if acked.is_empty() {
+            return Ok(());
+        }
+        let r = (|| {
+            let tx = self.begin()?;
+            {
+                let mut del = tx
+                    .prepare_cached("DELETE FROM search_pending WHERE seq = ?1 AND ver = ?2")
+                    .map_err(map_err)?;
+                for (seq, ver) in &acked {
+                    del.execute(params![seq, ver]).map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
+        })();
+        if r.is_err() {
+            self.acked.lock().extend(acked);
+        }
+        r
+    }
+
+    /// Store inspect results for a worker.
+    pub(crate) fn set_worker_info(
+        &mut self,
+        hostname: &str,
+        info: Value,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut w = self
+            .workers
+            .get(hostname)
+            .cloned()
+            .unwrap_or_else(|| Worker::new(hostname, at));
+        w.info = Some(info);
+        w.info_updated_at = Some(at);
+        let body = serde_json::to_string(&w).map_err(|e| corrupt("worker", e))?;
+        self.conn
+            .execute(
+                "INSERT INTO workers (hostname, status, offline_since, first_seen, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hostname) DO UPDATE SET body = excluded.body",
+                params![
+                    w.hostname,
+                    w.status.as_str(),
+                    w.offline_since,
+                    w.first_seen,
+                    body
+                ],
+            )
+            .map_err(map_err)?;
+        self.workers.insert(hostname.to_owned(), w);
+        Ok(())
+    }
+
+    /// Remove workers offline since before `t`.
+    pub(crate) fn prune_workers(&mut self, t: Timestamp) -> StoreResult<u64> {
+        let gone: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| {
+                w.status == WorkerStatus::Offline && w.offline_since.unwrap_or(w.first_seen) < t
+            })
+            .map(|w| w.hostname.clone())
+            .collect();
+        let tx = self.begin()?;
+        for h in &gone {
+            tx.execute("DELETE FROM workers WHERE hostname = ?1", [h])
+                .map_err(map_err)?;
+            tx.execute("DELETE FROM worker_history WHERE hostname = ?1", [h])
+                .map_err(map_err)?;
+        }
+        tx.commit().map_err(map_err)?;
+        for h in &gone {
+            self.workers.remove(h);
+        }
+        Ok(gone.len() as u64)
+    }
+
+    /// Schedules CRUD.
+    pub(crate) fn upsert_schedule(&mut self, s: &Schedule) -> StoreResult<()> {
+        let body = serde_json::to_string(s).map_err(|e| corrupt("schedule", e))?;
+        self.conn
+            .execute(
+                "INSERT INTO schedules (name, body) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+                params![s.name, body],
+            )
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_schedule(&mut self, name: &str) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM schedules WHERE name = ?1", [name])
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn delete_all_schedules(&mut self) -> StoreResult<u64> {
+        let n = self
+            .conn
+            .execute("DELETE FROM schedules", [])
+            .map_err(map_err)?;
+        Ok(n as u64)
+    }
+
+    /// Retention: remove tasks last updated before `t`, in chunks so the
+    /// writer never holds the lock for long.
+    pub(crate) fn cleanup(&mut self, t: Timestamp) -> StoreResult<CleanupReport> {
+        const CHUNK: i64 = 5_000;
+        let mut report = CleanupReport::default();
+        loop {
+            let tx = self.begin()?;
+            let rows: Vec<(i64, String, Option<String>, Option<String>, String)> = {
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT seq, id, name, worker, state FROM tasks WHERE updated_at < ?1 LIMIT ?2",
+                    )
+                    .map_err(map_err)?;
+                st.query_map(params![t, CHUNK], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .map_err(map_err)?
+                .collect::<Result<_, _>>()
+                .map_err(map_err)?
+            };
+            if rows.is_empty() {
+                tx.commit().map_err(map_err)?;
+                break;
+            }
+            let mut counts: HashMap<(String, String, String), i64> = HashMap::new();
+            {
+                let mut del_ev = tx
+                    .prepare_cached("DELETE FROM task_events WHERE task_seq = ?1")
+                    .map_err(map_err)?;
+                let mut del_task = tx
+                    .prepare_cached("DELETE FROM tasks WHERE seq = ?1")
+                    .map_err(map_err)?;
+                let mut del_pending = tx
+                    .prepare_cached("DELETE FROM search_pending WHERE seq = ?1")
+                    .map_err(map_err)?;
+                for (seq, _, name, worker, state) in &rows {
+                    report.events += del_ev.execute([seq]).map_err(map_err)? as u64;
+                    report.tasks += del_task.execute([seq]).map_err(map_err)? as u64;
+                    del_pending.execute([seq]).map_err(map_err)?;
+                    *counts
+                        .entry((key(name).to_owned(), key(worker).to_owned(), state.clone()))
+                        .or_default() += 1;
+                }
+                let mut dec = tx
+                    .prepare_cached(
+                        "UPDATE task_counts SET count = count - ?4 WHERE name = ?1 AND worker = ?2 AND state = ?3",
+                    )
+                    .map_err(map_err)?;
+                for ((n, w, s), d) in &counts {
+                    dec.execute(params![n, w, s, d]).map_err(map_err)?;
+                }
+            }
+            tx.execute("DELETE FROM task_counts WHERE count <= 0", [])
+                .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            for (_, id, ..) in &rows {
+                self.cache.map.remove(id);
+            }
+            if let Some(ix) = &self.indexer {
+                let _ = ix.send(IndexCmd::Delete(rows.iter().map(|r| r.0).collect()));
+            }
+        }
+        self.cache
+            .order
+            .retain(|id| self.cache.map.contains_key(id));
+        let tx = self.begin()?;
+        tx.execute("DELETE FROM agg_minute WHERE minute < ?1", [minute(t)])
+            .map_err(map_err)?;
+        report.worker_history = tx
+            .execute("DELETE FROM worker_history WHERE ts < ?1", [t])
+            .map_err(map_err)? as u64;
+        tx.commit().map_err(map_err)?;
+        Ok(report)
+    }
+
+    /// Remove everything but schedules.
+    pub(crate) fn purge(&mut self) -> StoreResult<()> {
+        let tx = self.begin()?;
+        tx.execute_batch(
+            "DELETE FROM task_events; DELETE FROM tasks; DELETE FROM workers; DELETE FROM worker_history;
+             DELETE FROM task_counts; DELETE FROM agg_minute; DELETE FROM search_pending;",
+        )
+        .map_err(map_err)?;
+        tx.commit().map_err(map_err)?;
+        self.acked.lock().clear();
+        self.cache.clear();
+        self.workers.clear();
+        Ok(())
+    }
+}
+
+/// Columns of `tasks` besides the body, with how to read them off a task.
+type ColumnFn = fn(&Task) -> rusqlite::types::Value;
+
+fn opt_text(v: &Option<String>) -> rusqlite::types::Value {
+    v.clone()
+        .map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text)
+}
+
+fn opt_real(v: Option<f64>) -> rusqlite::types::Value {
+    v.map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Real)
+}
+
+const COLUMNS: [(&str, ColumnFn); 12] = [
+    ("name", |t| opt_text(&t.name)),
+    ("state", |t| {
+        rusqlite::types::Value::Text(t.state.as_str().to_owned())
+    }),
+    ("worker", |t| opt_text(&t.worker)),
+    ("created_at", |t| rusqlite::types::Value::Real(t.created_at)),
+    ("updated_at", |t| rusqlite::types::Value::Real(t.updated_at)),
+    ("received_at", |t| opt_real(t.received_at)),
+    ("started_at", |t| opt_real(t.started_at)),
+    ("succeeded_at", |t| opt_real(t.succeeded_at)),
+    ("runtime", |t| opt_real(t.runtime)),
+    ("root_id", |t| opt_text(&t.root_id)),
+    ("parent_id", |t| opt_text(&t.parent_id)),
+    ("group_id", |t| opt_text(&t.group_id)),
+];
+
+/// Update only the columns that changed, so SQLite only touches the indexes
+/// over them (a state change rewrites one index entry, not nine).
+fn update_task(
+    tx: &Transaction<'_>,
+    seq: i64,
+    old: &Task,
+    new: &Task,
+    body: &str,
+) -> StoreResult<()> {
+    let mut sql = String::from("UPDATE tasks SET body = ?1");
+    let mut values: Vec<rusqlite::types::Value> =
+        vec![rusqlite::types::Value::Text(body.to_owned())];
+    for (col, get) in COLUMNS {
+        let v = get(new);
+        if v != get(old) {
+            values.push(v);
+            sql.push_str(&format!(", {col} = ?{}", values.len()));
+        }
+    }
+    values.push(rusqlite::types::Value::Integer(seq));
+    sql.push_str(&format!(" WHERE seq = ?{}", values.len()));
+    let mut st = tx.prepare_cached(&sql).map_err(map_err)?;
+    st.execute(rusqlite::params_from_iter(values))
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// All final states as SQL literals, for queries.
+pub(crate) fn final_states_sql() -> String {
+    FINAL_STATES
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
