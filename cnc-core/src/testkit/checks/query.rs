@@ -13,12 +13,13 @@ use crate::testkit::generator::{self, GenConfig, Generated};
 use crate::testkit::reference::Reference;
 
 use super::{
-    T0, all_tasks, apply, apply_chunks, assert_tasks, fails_with, ok, ready, task_events, tev,
+    T0, all_tasks, apply, apply_chunks, assert_tasks, fails_with, ok, ready, sent, task_events, tev,
 };
 
 /// A store and a model holding the same realistic data set: a generated
-/// stream plus tasks that only have a `task-started` (no name, no
-/// `received_at`), so sorts meet missing values.
+/// stream plus tasks that stop early (started-only without a name or
+/// `received_at`, pending, received-only), so every state filter selects
+/// something and sorts meet missing values.
 pub(crate) async fn dataset(
     factory: &dyn StoreFactory,
     seed: u64,
@@ -35,21 +36,32 @@ pub(crate) async fn dataset(
         ..GenConfig::default()
     });
     apply_chunks(&*store, &mut model, &g.events, 250, "data set").await;
-    let orphans: Vec<TaskEvent> = (0..7u32)
-        .map(|i| {
-            tev(
-                K::Started,
-                &format!("orphan-{i}"),
-                100.0 + f64::from(i),
-                1_000_000 + u64::from(i),
-            )
-        })
-        .collect();
+    // Tasks that stop early: started-only (no name, no received_at),
+    // pending (sent only), received-only (waiting for an ETA) and retrying.
+    let mut extra: Vec<TaskEvent> = Vec::new();
+    for i in 0..7u32 {
+        let dt = 100.0 + f64::from(i) * 60.0;
+        let clock = 1_000_000 + u64::from(i) * 3;
+        extra.push(tev(K::Started, &format!("orphan-{i}"), dt, clock));
+        let name = &g.names[i as usize % g.names.len()];
+        extra.push(sent(&format!("pending-{i}"), name, dt + 1.0, clock + 1));
+        let mut r = tev(K::Received, &format!("waiting-{i}"), dt + 2.0, clock + 2);
+        r.name = Some(name.clone());
+        r.args = Some(format!("({i}, 'eta')"));
+        r.eta = Some("2026-01-06T00:00:00+00:00".to_owned());
+        extra.push(r.clone());
+        let id = format!("retrying-{i}");
+        r.uuid.clone_from(&id);
+        r.clock = clock + 100;
+        let mut retried = tev(K::Retried, &id, dt + 3.0, clock + 101);
+        retried.exception = Some(format!("Retry('in {i}s: ConnectionError')"));
+        extra.extend([r, retried]);
+    }
     apply(
         &*store,
         &mut model,
-        &task_events(orphans),
-        "started-only tasks",
+        &task_events(extra),
+        "started-only, pending and received-only tasks",
     )
     .await;
     (store, model, g)
@@ -84,6 +96,13 @@ pub async fn check_filters(factory: &dyn StoreFactory) {
     let f = TaskFilter::default;
     let mut cases: Vec<(String, TaskFilter)> = vec![("no filter".into(), f())];
     for s in S::ALL {
+        let n = model
+            .matching(&TaskFilter {
+                states: vec![s],
+                ..f()
+            })
+            .len();
+        assert!(n > 0, "suite self-check: the data set has {s} tasks");
         cases.push((
             format!("state {s}"),
             TaskFilter {

@@ -67,6 +67,36 @@ pub async fn check_unicode_round_trip(factory: &dyn StoreFactory) {
     w.sw_sys = Some(AWKWARD_TEXTS[2].to_owned());
     apply(&*store, &mut model, &[Event::Worker(w)], "unicode worker").await;
 
+    // Custom task ids (Celery accepts any string): Unicode and long ones.
+    let long_id = format!("long-{}", "x".repeat(500));
+    let odd_ids = [
+        "任务-\u{1F680}-1",
+        "id with spaces / and 'quotes'",
+        long_id.as_str(),
+    ];
+    let mut odd = Vec::new();
+    for (i, id) in odd_ids.iter().enumerate() {
+        let mut r = tev(K::Received, id, 30.0 + i as f64, 300 + i as u64);
+        r.name = Some("unicode.tasks.custom_id".into());
+        r.root_id = Some(odd_ids[0].to_owned());
+        odd.push(r);
+        odd.push(tev(K::Started, id, 30.5 + i as f64, 310 + i as u64));
+    }
+    apply(&*store, &mut model, &task_events(odd), "custom task ids").await;
+    for id in odd_ids {
+        let got = ok(store.task(id).await, "task(custom id)");
+        assert_task(got.as_ref(), model.task(id), "custom task id");
+        let got = ok(store.task_events(id).await, "task_events(custom id)");
+        assert_events(&got, &model.events_of(id), "events of a custom task id");
+    }
+    let got = ok(store.relations(odd_ids[0]).await, "relations(custom id)");
+    assert_json(
+        &got,
+        &model.relations(odd_ids[0]),
+        "relations of custom ids",
+    );
+    assert_eq!(got.len(), 3);
+
     assert_same_tasks(&*store, &model, "unicode").await;
     for i in 0..AWKWARD_TEXTS.len() {
         let id = format!("uni-{i}");
