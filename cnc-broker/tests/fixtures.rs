@@ -18,7 +18,7 @@ use cnc_broker::protocol::event::{
 };
 use cnc_broker::protocol::message::{
     AmqpField, Limits, Message, decode_redis_envelope, decode_redis_envelope_with,
-    decode_unacked_value, encode_redis_envelope, properties_from_map,
+    decode_redis_json_payload, decode_unacked_value, encode_redis_envelope, properties_from_map,
 };
 use cnc_broker::protocol::names::{self, BindingMember, RedisNames};
 use cnc_broker::protocol::result::{
@@ -1219,6 +1219,9 @@ fn redis_envelopes_round_trip() {
     {
         let bytes = read(&format!("redis/{f}"));
         let msg = decode_redis_envelope(&bytes).expect(&f);
+        // The lean hot path sees the same payload.
+        let lean = decode_redis_json_payload(&bytes, &Limits::default()).expect(&f);
+        assert_eq!(lean, msg.body, "{f}");
         let again = encode_redis_envelope(&msg);
         let back = decode_redis_envelope(&again).expect(&f);
         assert_eq!(back, msg, "{f}");
@@ -1278,8 +1281,13 @@ fn bad_input_reasons() {
         )),
         "missing_field"
     );
-    // Valid JSON body of the wrong shape.
+    // Valid JSON of the wrong shape.
     assert_eq!(reason(decode_event_body(b"42")), "bad_field");
+    assert_eq!(reason(decode_redis_event(b"[1, 2]", &limits)), "bad_field");
+    assert_eq!(
+        reason(decode_redis_event(br#"{"body": 5}"#, &limits)),
+        "bad_field"
+    );
     // Per-item errors: the good event survives, the bad one is labelled.
     let batch = decode_event_body(
         br#"[{"type": "task-started", "uuid": "a", "hostname": "w", "timestamp": 1.0, "clock": 1},

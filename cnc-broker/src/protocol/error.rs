@@ -99,6 +99,12 @@ impl DecodeError {
         let detail = err.to_string();
         match err.classify() {
             Category::Eof => Self::Truncated { what, detail },
+            // Valid JSON of the wrong shape (an array where an object goes, a
+            // number where a string goes).
+            Category::Data => Self::BadField {
+                field: what,
+                detail,
+            },
             _ if detail.starts_with("recursion limit exceeded") => Self::TooDeep { what },
             _ => Self::NotJson { what, detail },
         }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::DecodeError;
 use super::json::{parse_value, to_python_json};
-use super::message::{Limits, Message, decode_redis_envelope_with};
+use super::message::{Limits, Message, decode_redis_json_payload};
 use super::names::EVENT_EXCHANGE;
 
 /// Routing key of batched task events.
@@ -86,11 +86,12 @@ pub fn decode_event_message(msg: &Message, limits: &Limits) -> Result<EventBatch
     decode_event_body(&msg.body)
 }
 
-/// The Redis hot path: envelope, base64 and event JSON in one call.
+/// The Redis hot path: envelope, base64 and event JSON in one call. Headers
+/// and properties are skipped, not collected (see
+/// [`decode_redis_json_payload`]).
 pub fn decode_redis_event(bytes: &[u8], limits: &Limits) -> Result<EventBatch, DecodeError> {
-    let msg = decode_redis_envelope_with(bytes, limits)?;
-    msg.ensure_json()?;
-    decode_event_body(&msg.body)
+    let body = decode_redis_json_payload(bytes, limits)?;
+    decode_event_body(&body)
 }
 
 /// The routing key Celery uses for an event type: `-` becomes `.`

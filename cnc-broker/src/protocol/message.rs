@@ -233,6 +233,70 @@ fn from_raw(raw: RawEnvelope<'_>) -> Result<Message, DecodeError> {
     })
 }
 
+/// A string that borrows from the input when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// Just what the event hot path needs from an envelope; headers and the
+/// rest of the properties are skipped without building maps.
+#[derive(Deserialize)]
+struct LeanEnvelope<'a> {
+    #[serde(borrow, default)]
+    body: Option<Text<'a>>,
+    #[serde(rename = "content-type", borrow, default)]
+    content_type: Option<Text<'a>>,
+    #[serde(rename = "content-encoding", borrow, default)]
+    content_encoding: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    properties: Option<LeanProperties<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LeanProperties<'a> {
+    #[serde(borrow, default)]
+    body_encoding: Option<Text<'a>>,
+}
+
+/// The payload of a Redis envelope, checked to be JSON, without building the
+/// full [`Message`] (the event stream's hot path). Same checks and errors as
+/// [`decode_redis_envelope_with`] followed by [`Message::ensure_json`].
+pub fn decode_redis_json_payload(bytes: &[u8], limits: &Limits) -> Result<Vec<u8>, DecodeError> {
+    limits.check(bytes.len())?;
+    let raw: LeanEnvelope<'_> = parse_as("envelope", bytes)?;
+    check_content_type(raw.content_type.as_ref().map_or("", |t| &t.0))?;
+    check_content_encoding(raw.content_encoding.as_ref().map_or("", |t| &t.0))?;
+    let body = raw.body.ok_or(DecodeError::MissingField("body"))?.0;
+    let encoding = raw.properties.and_then(|p| p.body_encoding).map(|t| t.0);
+    match encoding.as_deref() {
+        Some("base64") => BASE64
+            .decode(body.as_bytes())
+            .map_err(|e| DecodeError::BadBase64(e.to_string())),
+        None | Some("") | Some("utf-8") | Some("utf8") => Ok(body.into_owned().into_bytes()),
+        Some(other) => Err(DecodeError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
 fn opt_string(v: Option<Value>) -> Option<String> {
     match v {
         Some(Value::String(s)) => Some(s),
