@@ -15,6 +15,28 @@
 //! * [`control`]: remote control requests and replies (pidbox).
 //! * [`result`]: result backend values (Redis keys, database rows).
 //!
+//! ## Where the captures and the README disagree (the captures win)
+//!
+//! * `app.send_task(name, args=[1])` sends header `ignore_result: null` (the
+//!   README's table says bool) and `argsrepr: "[1]"` (a list repr, not a
+//!   tuple): [`task::TaskMessage::ignore_result`] is an `Option<bool>`.
+//! * A `REVOKED` result stored with `result_extended` has `"children": null`
+//!   (README: a list); it reads as an empty list.
+//! * The database backend's `celery_tasksetmeta.result` blob is the bare
+//!   result tuple, while Redis wraps it as `{"result": ...}`;
+//!   [`result::GroupMeta::from_json`] takes both.
+//!
+//! ## Entry points for the adapters
+//!
+//! * Events: [`decode_redis_event`] (Redis hot path, no header maps built)
+//!   or [`decode_event_message`] (any [`Message`]).
+//! * Envelopes: [`decode_redis_envelope`] does not judge the payload's
+//!   content type (a pickle task can still be listed or purged); every body
+//!   decoder does, and reports pickle/msgpack/yaml as
+//!   [`DecodeError::UnsupportedContentType`].
+//! * AMQP: map lapin's field tables with [`AmqpField`] (its docs give the
+//!   typing rules) and basic properties onto [`Properties`].
+//!
 //! Design rules: payloads stay `serde_json::Value`; unknown fields and unknown
 //! event types are preserved; Python repr strings are never parsed as JSON;
 //! non-JSON serializers (pickle, msgpack, yaml) are reported, never executed;
