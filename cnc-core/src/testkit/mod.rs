@@ -82,9 +82,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 
 use crate::store::DbController;
+
+/// Re-exported so an adapter's test file can implement [`StoreFactory`]
+/// without its own `async-trait` dependency.
+pub use async_trait::async_trait;
 
 pub mod checks;
 pub mod generator;

@@ -97,6 +97,7 @@ impl Reference {
         let mut report = ApplyReport::default();
         let mut created: HashSet<String> = HashSet::new();
         let mut updated: HashSet<String> = HashSet::new();
+        let mut changed: HashSet<String> = HashSet::new();
         let mut touched_workers: HashSet<String> = HashSet::new();
         for event in events {
             if let Some(reason) = check_event(event) {
@@ -130,7 +131,7 @@ impl Reference {
                             report.tasks_created += 1;
                         }
                     }
-                    if !report.changed_tasks.contains(&e.uuid) {
+                    if changed.insert(e.uuid.clone()) {
                         report.changed_tasks.push(e.uuid.clone());
                     }
                     self.events
