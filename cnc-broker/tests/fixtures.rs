@@ -1348,6 +1348,29 @@ fn bad_input_reasons() {
     );
 }
 
+/// Fuzz finding (envelope_event, differential lean vs full decoder): an
+/// envelope with duplicate keys (`body_encoding` twice in `properties`) was
+/// accepted by the full decoder (map: last wins) and rejected by the lean one
+/// (serde derive: "duplicate field"). Both now take the last value, as
+/// Python's `json` does.
+#[test]
+fn fuzz_regression_duplicate_keys_last_wins() {
+    let input = br#"{"body": "W1syLCAzXSwge30sIG51bGxd", "content-type": "application/json", "content-type": "application/json", "headers": {"task": "x"}, "properties": {"priority": 0, "body_encoding": "utf-8", "priority": 3, "body_encoding": "base64", "delivery_info": {"exchange": "", "routing_key": "celery"}}}"#;
+    let full = decode_redis_envelope(input).expect("full");
+    assert_eq!(full.body, b"[[2, 3], {}, null]");
+    assert_eq!(full.properties.priority, Some(3));
+    let lean = decode_redis_json_payload(input, &Limits::default()).expect("lean");
+    assert_eq!(lean, full.body);
+    // Last wins also when the last value is null (no base64 then).
+    let input =
+        br#"{"body": "[]", "properties": {"body_encoding": "base64", "body_encoding": null}}"#;
+    assert_eq!(decode_redis_envelope(input).expect("full").body, b"[]");
+    assert_eq!(
+        decode_redis_json_payload(input, &Limits::default()).expect("lean"),
+        b"[]"
+    );
+}
+
 #[test]
 fn truncated_fixtures_never_panic() {
     for f in [

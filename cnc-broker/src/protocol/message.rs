@@ -8,10 +8,13 @@
 //! header value typing rules.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -178,18 +181,49 @@ pub fn check_content_encoding(content_encoding: &str) -> Result<(), DecodeError>
 }
 
 /// The kombu envelope as read: borrowed where possible, lenient in shape.
-#[derive(Deserialize)]
+/// Duplicate keys: the last one wins, as in Python's `json` (serde's derive
+/// would reject them; found by the fuzzer comparing the two decoders).
 struct RawEnvelope<'a> {
-    #[serde(borrow, default)]
-    body: Option<Cow<'a, str>>,
-    #[serde(rename = "content-type", default)]
+    body: Option<Text<'a>>,
     content_type: Option<String>,
-    #[serde(rename = "content-encoding", default)]
     content_encoding: Option<String>,
-    #[serde(default)]
     headers: Option<Map<String, Value>>,
-    #[serde(default)]
     properties: Option<Map<String, Value>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawEnvelope<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawEnvelope<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a kombu envelope object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = RawEnvelope {
+                    body: None,
+                    content_type: None,
+                    content_encoding: None,
+                    headers: None,
+                    properties: None,
+                };
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match &*key.0 {
+                        "body" => out.body = map.next_value()?,
+                        "content-type" => out.content_type = map.next_value()?,
+                        "content-encoding" => out.content_encoding = map.next_value()?,
+                        "headers" => out.headers = map.next_value()?,
+                        "properties" => out.properties = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
 }
 
 /// Decode one Redis value (a queue list item, a PUBLISH payload, a reply) with
@@ -216,7 +250,7 @@ fn from_raw(raw: RawEnvelope<'_>) -> Result<Message, DecodeError> {
         Some(Value::Null) | None => None,
         Some(other) => return Err(DecodeError::bad("body_encoding", other.to_string())),
     };
-    let body_text = raw.body.ok_or(DecodeError::MissingField("body"))?;
+    let body_text = raw.body.ok_or(DecodeError::MissingField("body"))?.0;
     let body = match body_encoding.as_deref() {
         Some("base64") => BASE64
             .decode(body_text.as_bytes())
@@ -238,10 +272,10 @@ struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
             type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
@@ -254,28 +288,108 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 Ok(Text(Cow::Owned(v)))
             }
         }
-        d.deserialize_str(V(std::marker::PhantomData))
+        d.deserialize_str(V(PhantomData))
     }
 }
 
 /// Just what the event hot path needs from an envelope; headers and the
-/// rest of the properties are skipped without building maps.
-#[derive(Deserialize)]
+/// rest of the properties are skipped without building maps. Duplicate keys:
+/// last wins, like [`RawEnvelope`].
 struct LeanEnvelope<'a> {
-    #[serde(borrow, default)]
     body: Option<Text<'a>>,
-    #[serde(rename = "content-type", borrow, default)]
     content_type: Option<Text<'a>>,
-    #[serde(rename = "content-encoding", borrow, default)]
     content_encoding: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    properties: Option<LeanProperties<'a>>,
+    body_encoding: Option<Text<'a>>,
 }
 
-#[derive(Deserialize)]
-struct LeanProperties<'a> {
-    #[serde(borrow, default)]
-    body_encoding: Option<Text<'a>>,
+/// `properties`, reduced to `body_encoding`.
+struct LeanProperties<'a>(Option<Text<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for LeanProperties<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = LeanProperties<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a properties object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut enc = None;
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    if &*key.0 == "body_encoding" {
+                        enc = map.next_value()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(LeanProperties(enc))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for LeanEnvelope<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = LeanEnvelope<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a kombu envelope object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = LeanEnvelope {
+                    body: None,
+                    content_type: None,
+                    content_encoding: None,
+                    body_encoding: None,
+                };
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match &*key.0 {
+                        "body" => out.body = map.next_value()?,
+                        "content-type" => out.content_type = map.next_value()?,
+                        "content-encoding" => out.content_encoding = map.next_value()?,
+                        "properties" => {
+                            out.body_encoding = map
+                                .next_value::<Option<LeanProperties<'a>>>()?
+                                .and_then(|p| p.0);
+                        }
+                        // `headers` must still be a JSON value, as in the
+                        // full decoder, but nothing is built from it.
+                        "headers" => {
+                            map.next_value::<Option<IgnoredMap>>()?;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// Accepts any JSON object (what the full decoder requires of `headers`)
+/// without building it.
+struct IgnoredMap;
+
+impl<'de> Deserialize<'de> for IgnoredMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IgnoredMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IgnoredMap, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IgnoredMap)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The payload of a Redis envelope, checked to be JSON, without building the
@@ -287,7 +401,7 @@ pub fn decode_redis_json_payload(bytes: &[u8], limits: &Limits) -> Result<Vec<u8
     check_content_type(raw.content_type.as_ref().map_or("", |t| &t.0))?;
     check_content_encoding(raw.content_encoding.as_ref().map_or("", |t| &t.0))?;
     let body = raw.body.ok_or(DecodeError::MissingField("body"))?.0;
-    let encoding = raw.properties.and_then(|p| p.body_encoding).map(|t| t.0);
+    let encoding = raw.body_encoding.map(|t| t.0);
     match encoding.as_deref() {
         Some("base64") => BASE64
             .decode(body.as_bytes())
