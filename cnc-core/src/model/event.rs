@@ -495,8 +495,13 @@ pub struct UnknownEvent {
 }
 
 /// Everything the ingest pipeline moves: one decoded Celery event.
+///
+/// The variants are not boxed: nearly every event is a task or worker event,
+/// and boxing them would cost an allocation per event on the ingest path for
+/// the sake of the rare `Unknown`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A `task-*` event.
     Task(TaskEvent),
