@@ -68,6 +68,9 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Page cache of the writer connection, in KiB. Default 64 MiB.
     pub cache_kib: u32,
+    /// Cap on the main database size in MiB (`None`: no cap). A write that
+    /// would pass it fails with [`StoreErrorKind::Full`] and changes nothing.
+    pub max_size_mib: Option<u64>,
 }
 
 impl SqliteConfig {
@@ -79,6 +82,7 @@ impl SqliteConfig {
             task_cache: 20_000,
             busy_timeout: Duration::from_secs(5),
             cache_kib: 64 * 1024,
+            max_size_mib: None,
         }
     }
 }
@@ -125,6 +129,11 @@ fn configure(conn: &Connection, cfg: &SqliteConfig, writer: bool) -> rusqlite::R
              PRAGMA wal_autocheckpoint = 4000; PRAGMA journal_size_limit = 67108864;",
             cfg.cache_kib
         ))?;
+        if let Some(mib) = cfg.max_size_mib {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (mib as i64 * 1024 * 1024 / page.max(512)).max(1);
+            conn.execute_batch(&format!("PRAGMA max_page_count = {pages};"))?;
+        }
     } else {
         conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA query_only = 1;")?;
     }

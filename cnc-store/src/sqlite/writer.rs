@@ -527,6 +527,10 @@ impl Writer {
         }
         self.next_seq = next_seq;
         report.worker_changes = history;
+        let malformed = report.skipped_total() - report.skipped_for(SkipReason::Duplicate);
+        if malformed > 0 {
+            tracing::warn!(skipped = ?report.skipped, "sqlite store: skipped malformed or unknown events");
+        }
         Ok(report)
     }
 
