@@ -34,6 +34,9 @@ use cnc_core::{
 use super::error::{corrupt, map_err};
 use super::search::IndexCmd;
 
+/// `(seq, id, name, worker, state)` of a task about to be removed.
+type CleanupRow = (i64, String, Option<String>, Option<String>, String);
+
 /// A task held by the writer.
 struct Slot {
     seq: i64,
@@ -656,7 +659,7 @@ impl Writer {
         let mut report = CleanupReport::default();
         loop {
             let tx = self.begin()?;
-            let rows: Vec<(i64, String, Option<String>, Option<String>, String)> = {
+            let rows: Vec<CleanupRow> = {
                 let mut st = tx
                     .prepare_cached(
                         "SELECT seq, id, name, worker, state FROM tasks WHERE updated_at < ?1 LIMIT ?2",
