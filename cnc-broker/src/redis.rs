@@ -180,10 +180,14 @@ impl RedisBroker {
                 }
                 // BRPOP's timeout has a resolution of 1 ms on Redis >= 6.
                 let secs = left.as_secs_f64().max(0.01);
-                let popped: Option<(String, Vec<u8>)> = conn
-                    .brpop(reply_lists.to_vec(), secs)
-                    .await
-                    .map_err(|e| self.err("brpop", e))?;
+                let popped: Option<(String, Vec<u8>)> =
+                    match conn.brpop(reply_lists.to_vec(), secs).await {
+                        Ok(p) => p,
+                        // fred also times blocking commands out on the
+                        // client side, racing the server's own timeout.
+                        Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => None,
+                        Err(e) => return Err(self.err("brpop", e)),
+                    };
                 let Some((_, raw)) = popped else { break };
                 match decode_redis_envelope(&raw) {
                     Ok(msg) => crate::api::push_replies(&msg, &ticket, &mut replies),
