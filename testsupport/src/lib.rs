@@ -471,17 +471,17 @@ impl RabbitVhost {
         format!("amqp://guest:guest@{RABBIT_HOST}/{}", self.name)
     }
 
-    /// Close every connection of this vhost whose client-provided name
-    /// starts with `prefix` (all of them when `prefix` is empty). Returns how
-    /// many were closed.
-    pub fn close_connections(&self, prefix: &str) -> Result<usize> {
+    /// Close every connection of this vhost whose client properties mention
+    /// `name` (its `connection_name`; all connections when `name` is empty).
+    /// Returns how many were closed.
+    pub fn close_connections(&self, name: &str) -> Result<usize> {
         let list = rabbitmqctl(&[
             "list_connections",
             "-q",
             "--no-table-headers",
             "pid",
             "vhost",
-            "user_provided_name",
+            "client_properties",
         ])?;
         let mut closed = 0;
         for line in list.lines() {
@@ -489,7 +489,7 @@ impl RabbitVhost {
             if cols.len() < 3 || cols[1] != self.name {
                 continue;
             }
-            if !prefix.is_empty() && !cols[2].starts_with(prefix) {
+            if !name.is_empty() && !cols[2..].join("\t").contains(name) {
                 continue;
             }
             if rabbitmqctl(&["close_connection", cols[0], "cnc test: simulated outage"]).is_ok() {
