@@ -1361,6 +1361,25 @@ fn fuzz_regression_duplicate_keys_last_wins() {
     assert_eq!(full.properties.priority, Some(3));
     let lean = decode_redis_json_payload(input, &Limits::default()).expect("lean");
     assert_eq!(lean, full.body);
+    // Second finding: an earlier duplicate of another type (an object) is
+    // overwritten too, as the full decoder's property map does.
+    let input = br#"{"body": "W10=", "properties": {"body_encoding": {"x": [1]}, "body_encoding": "base64"}}"#;
+    assert_eq!(decode_redis_envelope(input).expect("full").body, b"[]");
+    assert_eq!(
+        decode_redis_json_payload(input, &Limits::default()).expect("lean"),
+        b"[]"
+    );
+    let bad = br#"{"body": "W10=", "properties": {"body_encoding": "base64", "body_encoding": 7}}"#;
+    assert_eq!(
+        decode_redis_envelope(bad).expect_err("full").reason(),
+        "bad_field"
+    );
+    assert_eq!(
+        decode_redis_json_payload(bad, &Limits::default())
+            .expect_err("lean")
+            .reason(),
+        "bad_field"
+    );
     // Last wins also when the last value is null (no base64 then).
     let input =
         br#"{"body": "[]", "properties": {"body_encoding": "base64", "body_encoding": null}}"#;

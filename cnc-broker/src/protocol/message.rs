@@ -302,8 +302,71 @@ struct LeanEnvelope<'a> {
     body_encoding: Option<Text<'a>>,
 }
 
-/// `properties`, reduced to `body_encoding`.
+/// `properties`, reduced to `body_encoding`. Like the full decoder (which
+/// reads `properties` as a map of any values), earlier duplicates of any type
+/// are overwritten; only the last value must be a string or null.
 struct LeanProperties<'a>(Option<Text<'a>>);
+
+/// One `body_encoding` value of any JSON type.
+enum AnyText<'a> {
+    Str(Text<'a>),
+    Null,
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for AnyText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = AnyText<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(AnyText::Str(Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AnyText::Str(Text(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(AnyText::Str(Text(Cow::Owned(v))))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(AnyText::Null)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(AnyText::Null)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(AnyText::Other)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(AnyText::Other)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(AnyText::Other)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(AnyText::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AnyText::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyText::Other)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for LeanProperties<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -314,7 +377,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for LeanProperties<'a> {
                 f.write_str("a properties object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut enc = None;
+                let mut enc = AnyText::Null;
                 while let Some(key) = map.next_key::<Text<'de>>()? {
                     if &*key.0 == "body_encoding" {
                         enc = map.next_value()?;
@@ -322,7 +385,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for LeanProperties<'a> {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(LeanProperties(enc))
+                match enc {
+                    AnyText::Str(t) => Ok(LeanProperties(Some(t))),
+                    AnyText::Null => Ok(LeanProperties(None)),
+                    AnyText::Other => Err(serde::de::Error::custom(
+                        "properties.body_encoding is not a string",
+                    )),
+                }
             }
         }
         d.deserialize_map(V(PhantomData))
