@@ -336,8 +336,18 @@ async fn closed_store_refuses_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints events/s"]
 async fn write_throughput() {
-    let store = store_in(&random_schema()).await;
+    let schema = random_schema();
+    let store = store_in(&schema).await;
     store.initialize().await.expect("init");
+    // `CNC_BENCH_SQL` runs extra SQL on the fresh schema first, to compare
+    // variants (e.g. `DROP INDEX tasks_search` to see the trigram index cost).
+    if let Ok(sql) = std::env::var("CNC_BENCH_SQL") {
+        raw(&schema)
+            .await
+            .batch_execute(&sql)
+            .await
+            .expect("bench sql");
+    }
     let g = generator::generate(&GenConfig {
         seed: 42,
         tasks: 45_000,

@@ -30,6 +30,13 @@
 //!   in Rust with the same `to_lowercase` the reference filter uses, so
 //!   non-ASCII case folding agrees exactly with the memory store, whatever the
 //!   database's collation).
+//! * **Write cost.** The trigram GIN index dominates `apply`: on the 2-core
+//!   dev machine (shared, loaded) 200k generated events in batches of 1,000
+//!   ran at about 3.5-4k events/s with it and about 9.4k events/s without it
+//!   (`write_throughput` in `tests/postgres.rs`, `CNC_BENCH_SQL` to compare).
+//!   `fastupdate = off` is 5x slower; a larger pending list barely helps.
+//!   Moving search indexing off the write path (a side table indexed in the
+//!   background, within the contract's `search_lag`) is the next step.
 //! * **Text.** PostgreSQL text cannot hold U+0000: events are cleaned
 //!   (U+0000 -> U+FFFD) before they are folded, so the stored task, its
 //!   columns and its JSON agree. Schedules and worker inspect data are stored
