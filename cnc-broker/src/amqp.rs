@@ -348,6 +348,66 @@ impl AmqpBroker {
     }
 }
 
+/// A fast publisher of pre-rendered event messages to the event exchange,
+/// on its own connection and channel (load generators and benches).
+pub struct AmqpEventPublisher {
+    channel: Channel,
+    _conn: Connection,
+    url: String,
+}
+
+impl std::fmt::Debug for AmqpEventPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpEventPublisher")
+            .field("url", &redact(&self.url))
+            .finish()
+    }
+}
+
+impl AmqpEventPublisher {
+    /// Publish one JSON event payload (an object or a `task.multi` array)
+    /// with `routing_key`, as a worker does: `delivery_mode` 1, no confirm.
+    pub async fn publish(&self, routing_key: &str, body: &[u8]) -> BrokerResult<()> {
+        let props = BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_content_encoding(ShortString::from("utf-8"))
+            .with_delivery_mode(1);
+        self.channel
+            .basic_publish(
+                ShortString::from(EVENT_EXCHANGE),
+                ShortString::from(routing_key),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .map_err(|e| drv("basic.publish", &self.url, e))?;
+        Ok(())
+    }
+}
+
+impl AmqpBroker {
+    /// Open an [`AmqpEventPublisher`] (declares the event exchange).
+    pub async fn event_publisher(&self) -> BrokerResult<AmqpEventPublisher> {
+        let conn = open(
+            &self.url,
+            self.name.as_ref().map(|n| format!("{n}-publisher")),
+        )
+        .await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| self.err("channel", e))?;
+        self.declare_exchange(&channel, &amqp_event_exchange(EVENT_EXCHANGE))
+            .await?;
+        Ok(AmqpEventPublisher {
+            channel,
+            _conn: conn,
+            url: self.url.clone(),
+        })
+    }
+}
+
 #[async_trait]
 impl Broker for AmqpBroker {
     fn kind(&self) -> BrokerKind {
