@@ -144,6 +144,16 @@ async fn v1_database_with_data_migrates_to_v2() {
         .await
         .expect("tasks");
     assert_eq!(page.tasks, vec![done.clone()]);
+    // The search text moved to `task_search` with the migration: found at
+    // once, without waiting for the indexer.
+    let found = store
+        .count_tasks(&TaskFilter {
+            search: Some("(1, 2".into()),
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(found, 1);
     let names = store.task_names().await.expect("names");
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().all(|n| n.count == 1));
@@ -318,7 +328,127 @@ async fn two_instances_share_a_schema_without_deadlock_or_loss() {
         model.throughput(&q).expect("model throughput")
     );
     assert_eq!(a.task_names().await.expect("names"), model.task_names());
+
+    // Both indexers drained the search queue between them, and search
+    // agrees with the reference.
+    let c = raw(&schema).await;
+    wait_for_empty_queue(&c).await;
+    for t in model.all().into_iter().take(20) {
+        let text = t.search_text().to_lowercase();
+        let needle: String = text.chars().take(6).collect();
+        let filter = TaskFilter {
+            search: Some(needle.clone()),
+            ..TaskFilter::default()
+        };
+        assert_eq!(
+            a.count_tasks(&filter).await.expect("search") as usize,
+            model.matching(&filter).len(),
+            "search {needle:?}"
+        );
+    }
     drop(b);
+}
+
+/// Poll until `search_pending` is empty (the indexers caught up).
+async fn wait_for_empty_queue(c: &tokio_postgres::Client) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM search_pending", &[])
+            .await
+            .expect("queue length")
+            .get(0);
+        if n == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "search queue not drained: {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn row_count(c: &tokio_postgres::Client, table: &str) -> i64 {
+    c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_is_indexed_in_the_background_and_cleaned_up() {
+    let schema = random_schema();
+    let store = store_in(&schema).await;
+    store.initialize().await.expect("init");
+    let c = raw(&schema).await;
+    let mut got = TaskEvent::new(TaskEventKind::Received, "s-final", 1_000.0)
+        .with_hostname("w@h")
+        .with_clock(1);
+    got.name = Some("app.Needle".into());
+    got.args = Some("('Ärger-Final',)".into());
+    let mut ok = TaskEvent::new(TaskEventKind::Succeeded, "s-final", 1_001.0)
+        .with_hostname("w@h")
+        .with_clock(2);
+    ok.result = Some("'Done-Result'".into());
+    let mut run = TaskEvent::new(TaskEventKind::Received, "s-running", 1_000.5)
+        .with_hostname("w@h")
+        .with_clock(3);
+    run.name = Some("app.needle".into());
+    store
+        .apply(&[Event::Task(got), Event::Task(ok), Event::Task(run)])
+        .await
+        .expect("apply");
+    // Queued in the batch transaction; the running task waits the index
+    // delay (the final one may already be indexed).
+    assert!(row_count(&c, "search_pending").await >= 1);
+    let search = |needle: &str| TaskFilter {
+        search: Some(needle.into()),
+        ..TaskFilter::default()
+    };
+    // Within the search lag: both indexed, the queue drained.
+    let deadline = Instant::now() + store.info().search_lag;
+    loop {
+        let n = store.count_tasks(&search("NEEDLE")).await.expect("search");
+        if n == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not indexed in time: {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.count_tasks(&search("ärger")).await.expect("search"),
+        1
+    );
+    assert_eq!(
+        store
+            .count_tasks(&search("done-res"))
+            .await
+            .expect("search"),
+        1
+    );
+    wait_for_empty_queue(&c).await;
+    assert_eq!(row_count(&c, "task_search").await, 2);
+
+    // A change requeues the task; cleanup removes text and queue rows.
+    let mut fail = TaskEvent::new(TaskEventKind::Failed, "s-running", 1_002.0)
+        .with_hostname("w@h")
+        .with_clock(4);
+    fail.exception = Some("Boom".into());
+    store.apply(&[Event::Task(fail)]).await.expect("apply");
+    store.cleanup(1_001.5).await.expect("cleanup");
+    assert_eq!(row_count(&c, "task_search").await, 1);
+    store.cleanup(1e12).await.expect("cleanup");
+    assert_eq!(row_count(&c, "task_search").await, 0);
+    assert_eq!(row_count(&c, "search_pending").await, 0);
+
+    // Purge empties both as well.
+    let mut again = TaskEvent::new(TaskEventKind::Received, "s-again", 2_000.0)
+        .with_hostname("w@h")
+        .with_clock(5);
+    again.name = Some("app.again".into());
+    store.apply(&[Event::Task(again)]).await.expect("apply");
+    store.purge().await.expect("purge");
+    assert_eq!(row_count(&c, "search_pending").await, 0);
+    assert_eq!(row_count(&c, "task_search").await, 0);
+    store.close().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

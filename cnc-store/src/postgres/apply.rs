@@ -19,11 +19,15 @@
 //!    order. If another instance created one of "our new" tasks in the
 //!    meantime, the guard refuses the overwrite, fewer rows are written than
 //!    sent, and the whole transaction is retried (it then loads that row);
-//! 5. aggregate deltas (per-minute finished counts, retries, name counts),
+//! 5. queue the tasks whose searchable text changed in `search_pending`
+//!    (seq order); the background indexer (`search.rs`) writes
+//!    `task_search` later, within the contract's `search_lag`, so the costly
+//!    trigram GIN index is off this path;
+//! 6. aggregate deltas (per-minute finished counts, retries, name counts),
 //!    then workers and their history, each set-based and in key order.
 //!
-//! All locks are taken in one global order (event keys, tasks, aggregates,
-//! workers; each sorted), so concurrent writers wait for each other but
+//! All locks are taken in one global order (event keys, tasks, search queue,
+//! aggregates, workers; each sorted), so concurrent writers wait for each other but
 //! cannot deadlock; PostgreSQL's deadlock and serialization errors are still
 //! retried, a few times, to be safe.
 
@@ -43,8 +47,8 @@ use cnc_core::store::{
 use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::Value;
 
-use super::PostgresStore;
 use super::error::{self, pg};
+use super::{PostgresStore, search};
 
 /// Attempts of one `apply` before giving up with [`StoreErrorKind::Busy`].
 const MAX_ATTEMPTS: u32 = 8;
@@ -378,6 +382,9 @@ struct Slot {
     existed: bool,
     before: Option<MinuteKey>,
     had_name: bool,
+    /// The searchable text as loaded (empty for new tasks), to tell whether
+    /// the task must be queued for the search indexer.
+    search_before: String,
 }
 
 async fn apply_tx(tx: &Transaction<'_>, prep: &Prepared<'_>) -> Result<ApplyReport, Failure> {
@@ -464,6 +471,7 @@ async fn apply_tx(tx: &Transaction<'_>, prep: &Prepared<'_>) -> Result<ApplyRepo
                 slots[i] = Some(Slot {
                     before: minute_key(&task),
                     had_name: task.name.is_some(),
+                    search_before: task.search_text(),
                     task,
                     seq,
                     existed: true,
@@ -515,6 +523,7 @@ async fn apply_tx(tx: &Transaction<'_>, prep: &Prepared<'_>) -> Result<ApplyRepo
                     existed: false,
                     before: None,
                     had_name: false,
+                    search_before: String::new(),
                 });
             }
         }
@@ -533,9 +542,10 @@ async fn apply_tx(tx: &Transaction<'_>, prep: &Prepared<'_>) -> Result<ApplyRepo
         report.changed_tasks.push(slot.task.id.clone());
     }
 
-    // 4. Write the tasks back, set-based.
+    // 4. Write the tasks back, set-based, and queue changed search texts.
     if !slots.is_empty() {
         write_tasks(tx, &slots).await?;
+        queue_search(tx, &slots).await?;
     }
 
     // 5. Aggregates.
@@ -566,10 +576,6 @@ async fn apply_tx(tx: &Transaction<'_>, prep: &Prepared<'_>) -> Result<ApplyRepo
     Ok(report)
 }
 
-fn search_text(task: &Task) -> String {
-    task.search_text().to_lowercase()
-}
-
 async fn write_tasks(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure> {
     let n = slots.len();
     let mut seq = Vec::with_capacity(n);
@@ -587,7 +593,6 @@ async fn write_tasks(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure
     let mut root = Vec::with_capacity(n);
     let mut parent = Vec::with_capacity(n);
     let mut group = Vec::with_capacity(n);
-    let mut search = Vec::with_capacity(n);
     let mut data = Vec::with_capacity(n);
     for s in slots {
         let t = &s.task;
@@ -606,21 +611,20 @@ async fn write_tasks(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure
         root.push(t.root_id.as_deref());
         parent.push(t.parent_id.as_deref());
         group.push(t.group_id.as_deref());
-        search.push(search_text(t));
         data.push(serde_json::to_string(t).map_err(|e| error::encode("a task", e))?);
     }
     let stmt = tx
         .prepare_cached(
             "INSERT INTO tasks (seq, id, name, state, worker, created_at, updated_at, \
                  received_at, started_at, succeeded_at, finished_at, runtime, root_id, \
-                 parent_id, group_id, search_text, data) \
+                 parent_id, group_id, data) \
              SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], \
                  $11::float8[], $12::float8[], $13::text[], $14::text[], $15::text[], \
-                 $16::text[], $17::text[]) \
+                 $16::text[]) \
                  AS u(seq, id, name, state, worker, created_at, updated_at, received_at, \
                  started_at, succeeded_at, finished_at, runtime, root_id, parent_id, group_id, \
-                 search_text, data) \
+                 data) \
              ORDER BY id COLLATE \"C\" \
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, state = EXCLUDED.state, \
                  worker = EXCLUDED.worker, created_at = EXCLUDED.created_at, \
@@ -628,8 +632,7 @@ async fn write_tasks(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure
                  started_at = EXCLUDED.started_at, succeeded_at = EXCLUDED.succeeded_at, \
                  finished_at = EXCLUDED.finished_at, runtime = EXCLUDED.runtime, \
                  root_id = EXCLUDED.root_id, parent_id = EXCLUDED.parent_id, \
-                 group_id = EXCLUDED.group_id, search_text = EXCLUDED.search_text, \
-                 data = EXCLUDED.data \
+                 group_id = EXCLUDED.group_id, data = EXCLUDED.data \
              WHERE tasks.seq = EXCLUDED.seq",
         )
         .await
@@ -639,7 +642,7 @@ async fn write_tasks(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure
             &stmt,
             &[
                 &seq, &id, &name, &state, &worker, &created, &updated, &received, &started,
-                &succeeded, &finished, &runtime, &root, &parent, &group, &search, &data,
+                &succeeded, &finished, &runtime, &root, &parent, &group, &data,
             ],
         )
         .await
@@ -651,6 +654,42 @@ async fn write_tasks(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure
             "postgres: a task was created concurrently",
         )));
     }
+    Ok(())
+}
+
+/// Queue the tasks whose searchable text changed for the background indexer
+/// (`search.rs`), in seq order (the lock order of `search_pending`). Final
+/// tasks are due at once, others after [`search::INDEX_DELAY`]; a row
+/// already queued keeps the earlier due time and gets a new `ver`, so an
+/// indexer holding the older text does not drop the newer change.
+async fn queue_search(tx: &Transaction<'_>, slots: &[Slot]) -> Result<(), Failure> {
+    let mut queued: Vec<(i64, bool)> = slots
+        .iter()
+        .filter(|s| s.task.search_text() != s.search_before)
+        .map(|s| (s.seq, s.task.finished_at().is_some()))
+        .collect();
+    if queued.is_empty() {
+        return Ok(());
+    }
+    queued.sort_unstable();
+    let seq: Vec<i64> = queued.iter().map(|(s, _)| *s).collect();
+    let fin: Vec<bool> = queued.iter().map(|(_, f)| *f).collect();
+    let delay = search::INDEX_DELAY.as_secs_f64();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO search_pending (seq, since, due) \
+             SELECT u.seq, c.now, CASE WHEN u.fin THEN c.now ELSE c.now + $3::float8 END \
+             FROM unnest($1::int8[], $2::bool[]) AS u(seq, fin), \
+                 (SELECT extract(epoch FROM statement_timestamp())::float8 AS now) c \
+             ORDER BY u.seq \
+             ON CONFLICT (seq) DO UPDATE SET due = least(search_pending.due, EXCLUDED.due), \
+                 ver = EXCLUDED.ver",
+        )
+        .await
+        .map_err(db("preparing the search queue"))?;
+    tx.execute(&stmt, &[&seq, &fin, &delay])
+        .await
+        .map_err(db("queueing search text"))?;
     Ok(())
 }
 
@@ -960,19 +999,40 @@ pub(crate) async fn cleanup(
                  SELECT id FROM tasks WHERE updated_at < $1 \
                  ORDER BY id COLLATE \"C\" FOR UPDATE), \
              d AS (DELETE FROM tasks t USING doomed WHERE t.id = doomed.id \
-                   RETURNING t.id, t.name), \
+                   RETURNING t.id, t.name, t.seq), \
              e AS (DELETE FROM task_events ev USING d WHERE ev.task_id = d.id RETURNING 1), \
              n AS (UPDATE task_names tn SET task_count = tn.task_count - c.n \
                    FROM (SELECT name, count(*) AS n FROM d WHERE name IS NOT NULL \
                          GROUP BY name) c \
                    WHERE tn.name = c.name RETURNING 1) \
-             SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM e), (SELECT count(*) FROM n)",
+             SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM e), (SELECT count(*) FROM n), \
+                 (SELECT coalesce(array_agg(seq), '{}') FROM d)",
             &[&older_than],
         )
         .await
         .map_err(|e| pg("removing old tasks", e))?;
     let tasks: i64 = row.get(0);
     let events: i64 = row.get(1);
+    let seqs: Vec<i64> = row.get(3);
+    // Their search rows: the queue first (locked in seq order, as the
+    // indexer does), then the text, as separate statements. A background indexer holding one of these queue rows makes
+    // us wait here, before we lock any `task_search` row, and it only writes
+    // the text of rows it holds, so the two cannot deadlock.
+    if !seqs.is_empty() {
+        tx.execute(
+            "DELETE FROM search_pending WHERE seq IN (SELECT seq FROM search_pending \
+             WHERE seq = ANY($1::int8[]) ORDER BY seq FOR UPDATE)",
+            &[&seqs],
+        )
+        .await
+        .map_err(|e| pg("removing old search queue rows", e))?;
+        tx.execute(
+            "DELETE FROM task_search WHERE seq = ANY($1::int8[])",
+            &[&seqs],
+        )
+        .await
+        .map_err(|e| pg("removing old search text", e))?;
+    }
     let history = tx
         .execute("DELETE FROM worker_history WHERE ts < $1", &[&older_than])
         .await
@@ -1007,7 +1067,7 @@ pub(crate) async fn purge(store: &PostgresStore) -> StoreResult<()> {
     let conn = store.conn().await?;
     conn.batch_execute(
         "TRUNCATE tasks, task_events, task_names, workers, worker_history, task_minutes, \
-         retry_minutes",
+         retry_minutes, task_search, search_pending",
     )
     .await
     .map_err(|e| pg("purging", e))

@@ -16,7 +16,8 @@
 //! * **Versioned SQL migrations** (`migrations/v1.sql`, `v2.sql`), each run in
 //!   the same transaction as the `schema_version` row it writes, under a
 //!   transaction-scoped advisory lock so two instances starting together
-//!   migrate once. v2 adds the pre-aggregated statistics (see `v2.sql`).
+//!   migrate once. v2 adds the pre-aggregated statistics and moves the
+//!   search text to a side table indexed in the background (see `v2.sql`).
 //! * **`apply`**: one transaction per batch, fold in Rust with
 //!   [`cnc_core::fold`], set-based writes (`unnest` arrays, one statement per
 //!   table, not per row). De-duplication is the events table's primary key
@@ -25,18 +26,25 @@
 //!   instances writing overlapping batches cannot deadlock. See `apply.rs`.
 //! * **Reads** see committed batches only (MVCC) and never wait for a writer.
 //!   The task list is built with sea-query; every filter has an index ending
-//!   in the seen order (`seq`), fuzzy search is a trigram GIN index on a
-//!   lower-cased search column (`LIKE`, not `ILIKE`: the text is lower-cased
+//!   in the seen order (`seq`), fuzzy search is a trigram GIN index on the
+//!   lower-cased text of the `task_search` side table, joined by `seq`
+//!   (`LIKE`, not `ILIKE`: the text is lower-cased
 //!   in Rust with the same `to_lowercase` the reference filter uses, so
 //!   non-ASCII case folding agrees exactly with the memory store, whatever the
 //!   database's collation).
-//! * **Write cost.** The trigram GIN index dominates `apply`: on the 2-core
-//!   dev machine (shared, loaded) 200k generated events in batches of 1,000
-//!   ran at about 3.5-4k events/s with it and about 9.4k events/s without it
-//!   (`write_throughput` in `tests/postgres.rs`, `CNC_BENCH_SQL` to compare).
-//!   `fastupdate = off` is 5x slower; a larger pending list barely helps.
-//!   Moving search indexing off the write path (a side table indexed in the
-//!   background, within the contract's `search_lag`) is the next step.
+//! * **Search off the write path.** Maintaining the trigram GIN index was
+//!   about three quarters of `apply`: on the 2-core dev machine (shared,
+//!   loaded) 200k generated events in batches of 1,000 ran at about
+//!   3.5-4k events/s with it in the batch and about 9.4k events/s without it
+//!   (`write_throughput` in `tests/postgres.rs`). `fastupdate = off` is 5x
+//!   slower; a larger pending list barely helps. So `apply` only queues
+//!   changed tasks in `search_pending` (same transaction: durable), and a
+//!   background tokio task per initialized store fills `task_search` every
+//!   200 ms: final tasks at once, others after 1.2 s so most tasks are
+//!   indexed once. Instances sharing the database split the queue with
+//!   `FOR UPDATE SKIP LOCKED`. Search therefore trails `apply` by up to
+//!   [`StoreInfo::search_lag`] (2 s). See `search.rs`. The indexer starts in
+//!   `initialize` and stops in `close` (or when the store is dropped).
 //! * **Text.** PostgreSQL text cannot hold U+0000: events are cleaned
 //!   (U+0000 -> U+FFFD) before they are folded, so the stored task, its
 //!   columns and its JSON agree. Schedules and worker inspect data are stored
@@ -46,6 +54,7 @@ mod apply;
 mod error;
 mod query;
 mod schema;
+mod search;
 mod stats;
 
 use std::fmt;
@@ -154,10 +163,15 @@ pub struct PostgresStore {
     closed: AtomicBool,
     /// Set for temporary stores: how to reconnect to drop the schema.
     drop_on_drop: Option<tokio_postgres::Config>,
+    /// The background search indexer, once `initialize` has run.
+    indexer: std::sync::Mutex<Option<search::Indexer>>,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
+        if let Some(indexer) = self.take_indexer() {
+            indexer.abort();
+        }
         let Some(config) = self.drop_on_drop.take() else {
             return;
         };
@@ -251,6 +265,7 @@ impl PostgresStore {
             schema,
             closed: AtomicBool::new(false),
             drop_on_drop,
+            indexer: std::sync::Mutex::new(None),
         };
         let conn = store.conn().await?;
         conn.simple_query("SELECT 1")
@@ -281,6 +296,13 @@ impl PostgresStore {
         .map_err(|e| error::pg("dropping the schema", e))
     }
 
+    fn take_indexer(&self) -> Option<search::Indexer> {
+        self.indexer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     pub(crate) async fn conn(&self) -> StoreResult<Conn> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::new(
@@ -298,14 +320,23 @@ impl DbController for PostgresStore {
         StoreInfo {
             backend: "postgres".to_owned(),
             location: self.location.clone(),
-            search_lag: Duration::ZERO,
+            // INDEX_DELAY (1.2 s) + a tick (0.2 s) + the round itself.
+            search_lag: Duration::from_secs(2),
             persistent: true,
             shared: true,
         }
     }
 
     async fn initialize(&self) -> StoreResult<()> {
-        schema::initialize(self).await
+        schema::initialize(self).await?;
+        let mut indexer = self
+            .indexer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if indexer.is_none() && !self.closed.load(Ordering::Acquire) {
+            *indexer = Some(search::Indexer::start(self.pool.clone()));
+        }
+        Ok(())
     }
 
     async fn schema_version(&self) -> StoreResult<u32> {
@@ -426,6 +457,9 @@ impl DbController for PostgresStore {
 
     async fn close(&self) -> StoreResult<()> {
         self.closed.store(true, Ordering::Release);
+        if let Some(indexer) = self.take_indexer() {
+            indexer.stop().await;
+        }
         self.pool.close();
         Ok(())
     }

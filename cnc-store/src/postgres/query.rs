@@ -137,7 +137,12 @@ async fn filter_cond<C: GenericClient>(
         let needle = cleaned(s).to_lowercase();
         if !needle.is_empty() {
             let pattern = format!("%{}%", like_escape(&needle));
-            cond = cond.add(Expr::col("search_text").like(LikeExpr::new(pattern).escape('\\')));
+            // The trigram index is on the side table; `seq` joins back.
+            let mut sub = Query::select();
+            sub.column("seq")
+                .from("task_search")
+                .and_where(Expr::col("text").like(LikeExpr::new(pattern).escape('\\')));
+            cond = cond.add(Expr::col("seq").in_subquery(sub));
         }
     }
     for (col, want) in [
