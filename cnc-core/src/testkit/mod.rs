@@ -82,7 +82,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-
 use crate::store::DbController;
 
 /// Re-exported so an adapter's test file can implement [`StoreFactory`]

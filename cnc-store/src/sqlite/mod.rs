@@ -71,6 +71,10 @@ pub struct SqliteConfig {
     /// Cap on the main database size in MiB (`None`: no cap). A write that
     /// would pass it fails with [`StoreErrorKind::Full`] and changes nothing.
     pub max_size_mib: Option<u64>,
+    /// Open for reading only (one-shot queries next to a running service):
+    /// `initialize` checks the schema instead of migrating, no indexer runs,
+    /// and writes fail.
+    pub read_only: bool,
 }
 
 impl SqliteConfig {
@@ -83,6 +87,7 @@ impl SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             cache_kib: 64 * 1024,
             max_size_mib: None,
+            read_only: false,
         }
     }
 }
@@ -401,6 +406,19 @@ impl DbController for SqliteStore {
     }
 
     async fn initialize(&self) -> StoreResult<()> {
+        if self.inner.cfg.read_only {
+            let version = self.schema_version().await?;
+            if version != cnc_core::SCHEMA_VERSION {
+                return Err(StoreError::new(
+                    StoreErrorKind::Migration,
+                    format!(
+                        "the database is at schema v{version}, not v{}; open it read-write once to migrate",
+                        cnc_core::SCHEMA_VERSION
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         self.write(|w| {
             schema::initialize(&mut w.conn)?;
             w.reload()
@@ -426,6 +444,12 @@ impl DbController for SqliteStore {
     }
 
     async fn apply(&self, events: &[Event]) -> StoreResult<ApplyReport> {
+        if self.inner.cfg.read_only {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                "the store was opened read-only",
+            ));
+        }
         let events = events.to_vec();
         self.write(move |w| w.apply(&events)).await
     }

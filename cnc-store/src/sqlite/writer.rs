@@ -227,6 +227,7 @@ impl Writer {
         events: &[Event],
         touched: &mut Vec<String>,
     ) -> StoreResult<ApplyReport> {
+        let phase_start = std::time::Instant::now();
         let mut report = ApplyReport::default();
         let mut before: HashMap<String, Before> = HashMap::new();
         let mut worker_dirty: Vec<String> = Vec::new();
@@ -347,6 +348,7 @@ impl Writer {
             }
         }
 
+        let t_fold = phase_start.elapsed();
         // Write touched tasks and the aggregates.
         let now = cnc_core::now();
         let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
@@ -523,11 +525,19 @@ impl Writer {
                 .map_err(map_err)?;
             }
         }
+        let t_write = phase_start.elapsed();
         if let Err(e) = tx.commit().map_err(map_err) {
             // Put back the acknowledgements we could not record.
             self.acked.lock().extend(acked);
             return Err(e);
         }
+        tracing::debug!(
+            fold_us = t_fold.as_micros() as u64,
+            write_us = (t_write - t_fold).as_micros() as u64,
+            commit_us = (phase_start.elapsed() - t_write).as_micros() as u64,
+            events = events.len(),
+            "sqlite batch phases"
+        );
         self.next_seq = next_seq;
         report.worker_changes = history;
         let malformed = report.skipped_total() - report.skipped_for(SkipReason::Duplicate);

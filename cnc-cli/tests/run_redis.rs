@@ -1,0 +1,150 @@
+//! The README's main job, end to end: `celery-cnc run` on a real Redis with a
+//! real Celery worker, then `celery-cnc tasks` / `workers` read the history,
+//! which survives a restart; `--purge-db` empties it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cnc_testsupport::{CeleryWorker, RedisDb, WorkerOpts, run_python, unique, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_celery-cnc");
+
+fn start_run(broker: &str, db: &std::path::Path, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["run", "--broker", broker, "--db"])
+        .arg(db)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start celery-cnc run")
+}
+
+fn interrupt(mut child: Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "celery-cnc run exited with {status}");
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("celery-cnc run did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tasks(db: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["tasks", "--db"])
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("tasks");
+    assert!(
+        out.status.success(),
+        "tasks failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn run_stores_real_worker_history_that_survives_restart_and_purge() {
+    let redis = RedisDb::acquire().expect("redis db");
+    let url = redis.url();
+    let worker_name = format!("{}@cnc-test", unique("w"));
+    let mut opts = WorkerOpts::new(&worker_name, &url).backend(&url);
+    opts.concurrency = 1;
+    let _worker = CeleryWorker::start(opts).expect("celery worker");
+    let db = tempfile::tempdir().expect("tmp").keep().join("cnc.db");
+
+    let run = start_run(&url, &db, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let script = r#"
+from cnc_testapp import app
+ok = app.send_task('cnc.add', (2, 3))
+assert ok.get(timeout=60) == 5
+bad = app.send_task('cnc.fail_always', ('kaput',))
+bad.get(timeout=60, propagate=False)
+print(ok.id, bad.id)
+"#;
+    let out =
+        run_python(script, &[("CNC_BROKER", &url), ("CNC_BACKEND", &url)]).expect("send tasks");
+    let ids = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (ok_id, bad_id) = ids.split_once(' ').expect("two ids");
+
+    let stored = wait_for(Duration::from_secs(30), || {
+        let all = tasks(&db, &["--limit", "50"]);
+        let state = |id: &str| {
+            all.iter()
+                .find(|t| t["id"] == id)
+                .and_then(|t| t["state"].as_str().map(str::to_owned))
+        };
+        (state(ok_id).as_deref() == Some("SUCCESS") && state(bad_id).as_deref() == Some("FAILURE"))
+            .then_some(all)
+    })
+    .expect("both tasks stored with their final state");
+    let ok = stored.iter().find(|t| t["id"] == ok_id).expect("ok task");
+    assert_eq!(ok["name"], "cnc.add");
+    assert_eq!(ok["worker"], worker_name.as_str());
+    assert_eq!(ok["result"], "5");
+    let bad = stored
+        .iter()
+        .find(|t| t["id"] == bad_id)
+        .expect("failed task");
+    assert!(
+        bad["traceback"]
+            .as_str()
+            .is_some_and(|tb| tb.contains("kaput")),
+        "{bad}"
+    );
+    // Filters of the history command.
+    let failed = tasks(&db, &["--state", "FAILURE"]);
+    assert!(
+        failed.iter().all(|t| t["state"] == "FAILURE") && failed.iter().any(|t| t["id"] == bad_id)
+    );
+    assert!(
+        tasks(&db, &["--name", "fail_al"])
+            .iter()
+            .any(|t| t["id"] == bad_id)
+    );
+    interrupt(run);
+
+    // History survives the restart of the service.
+    let after = tasks(&db, &[]);
+    assert!(after.iter().any(|t| t["id"] == ok_id));
+    let out = Command::new(BIN)
+        .args(["workers", "--db"])
+        .arg(&db)
+        .output()
+        .expect("workers");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&worker_name));
+
+    // --purge-db empties it.
+    let run = start_run(&url, &db, &["--purge-db"]);
+    std::thread::sleep(Duration::from_secs(2));
+    interrupt(run);
+    assert!(tasks(&db, &[]).is_empty(), "history left after --purge-db");
+}
+
+#[test]
+fn an_unreachable_broker_is_one_readable_line() {
+    let out = Command::new(BIN)
+        .args(["run", "--broker", "redis://127.0.0.1:1/0", "--db"])
+        .arg(tempfile::tempdir().expect("tmp").keep().join("x.db"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("celery-cnc: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command (see README): starts the services the tests
+# need if they are down, then runs every test of the workspace. The tests
+# create their own Python virtualenv with Celery under target/ (see
+# testsupport/), start real Celery workers, and use the real Redis, RabbitMQ
+# and PostgreSQL on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-features --no-fail-fast "$@"
+else
+  cargo test --workspace --all-features --no-fail-fast "$@"
+fi
+cargo test --workspace --all-features --doc --quiet
