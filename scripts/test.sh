@@ -7,9 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+# Doc tests first, so the last lines are the main run's summary.
+cargo test --workspace --all-features --doc --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast "$@"
 else
   cargo test --workspace --all-features --no-fail-fast "$@"
 fi
-cargo test --workspace --all-features --doc --quiet
