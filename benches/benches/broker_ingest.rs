@@ -225,7 +225,8 @@ fn main() {
             if !s.loss_free() {
                 break;
             }
-            best_redis = Some(s.achieved.min(s.target));
+            let r = s.achieved.min(s.target);
+            best_redis = Some(best_redis.map_or(r, |b: f64| b.max(r)));
             if s.achieved < 0.9 * s.target {
                 println!("broker_ingest redis: generator cannot offer more on this machine");
                 break;
@@ -246,7 +247,8 @@ fn main() {
             if !s.loss_free() {
                 break;
             }
-            best_amqp = Some(s.achieved.min(s.target));
+            let r = s.achieved.min(s.target);
+            best_amqp = Some(best_amqp.map_or(r, |b: f64| b.max(r)));
             if s.achieved < 0.9 * s.target {
                 println!("broker_ingest rabbitmq: publisher cannot offer more on this machine");
                 break;
