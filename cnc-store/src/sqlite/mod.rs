@@ -107,7 +107,6 @@ struct Inner {
     readers: ReadPool,
     indexer: Mutex<Option<Indexer>>,
     acked: Arc<Mutex<Vec<(i64, i64)>>>,
-    index_tx: Mutex<Option<mpsc::Sender<search::IndexCmd>>>,
     closed: AtomicBool,
 }
 
@@ -218,7 +217,6 @@ impl SqliteStore {
                 },
                 indexer: Mutex::new(None),
                 acked,
-                index_tx: Mutex::new(None),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -375,7 +373,6 @@ impl SqliteStore {
         }
         let main = search::open_reader(&path)?;
         let indexer = Indexer::start(search_conn, main, self.inner.acked.clone());
-        *self.inner.index_tx.lock() = None;
         let old = self.inner.indexer.lock().replace(indexer);
         drop(old);
         // Readers opened before must see the (new) search file.
