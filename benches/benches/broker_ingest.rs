@@ -22,7 +22,7 @@ use cnc_broker::amqp::{AmqpBroker, AmqpOptions};
 use cnc_broker::protocol::encode_event;
 use cnc_broker::redis::{RedisBroker, RedisOptions};
 use cnc_broker::{Broker, EventStreamOptions, StreamStats};
-use cnc_core::{Event, TaskEvent, TaskEventKind};
+use cnc_model::{Event, TaskEvent, TaskEventKind};
 
 struct Step {
     target: f64,
@@ -89,7 +89,7 @@ async fn redis_step(url: &str, python: &std::path::Path, rate: f64, secs: f64) -
         .expect("redis");
     let (count, stats, task) = subscribe(&broker).await;
     let events = (rate * secs) as u64;
-    let gen_path = cnc_core::fixtures_dir().join("../../bench/gen_events.py");
+    let gen_path = cnc_model::fixtures_dir().join("../../bench/gen_events.py");
     let (python, url_owned) = (python.to_owned(), url.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
@@ -141,10 +141,13 @@ fn rendered_events(n: usize) -> Vec<(String, Vec<u8>)> {
     ];
     (0..n)
         .map(|i| {
-            let mut ev =
-                TaskEvent::new(kinds[i % 3].clone(), format!("{:032x}", i), cnc_core::now())
-                    .with_hostname(format!("w{}@bench", i % 8))
-                    .with_clock(i as u64);
+            let mut ev = TaskEvent::new(
+                kinds[i % 3].clone(),
+                format!("{:032x}", i),
+                cnc_model::now(),
+            )
+            .with_hostname(format!("w{}@bench", i % 8))
+            .with_clock(i as u64);
             ev.name = Some("app.tasks.send_email".into());
             ev.args = Some(format!(
                 "('user-{i}@example.com', {})",

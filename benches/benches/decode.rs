@@ -1,5 +1,5 @@
 //! Decode throughput: Redis kombu envelope + base64 + event JSON ->
-//! `cnc_core::Event`, over the captured fixtures and over a realistic
+//! `cnc_model::Event`, over the captured fixtures and over a realistic
 //! 24-event `task.multi` batch (a worker's full event buffer).
 //!
 //! Run with: `cargo bench -p cnc-benches --bench decode`
@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use cnc_broker::protocol::message::{Limits, encode_redis_envelope};
 use cnc_broker::protocol::{decode_redis_event, encode_event_batch, event_message};
-use cnc_core::Event;
+use cnc_model::Event;
 use criterion::{Criterion, Throughput};
 
 /// Every `redis/event-*.json` capture, exact bytes, and its event count.
 fn fixture_events() -> Vec<(Vec<u8>, usize)> {
-    let dir = cnc_core::fixtures_dir().join("redis");
+    let dir = cnc_model::fixtures_dir().join("redis");
     let mut out = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixtures dir")

@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cnc_core::testkit::generator::{GenConfig, Rng, generate};
-use cnc_core::{
+use cnc_model::testkit::generator::{GenConfig, Rng, generate};
+use cnc_model::{
     DbController, StatsQuery, TaskFilter, TaskQuery, TaskState, ThroughputQuery, TimeRange,
 };
 use cnc_store::sqlite::{SqliteConfig, SqliteStore};
@@ -87,7 +87,7 @@ async fn load(store: Arc<dyn DbController>, label: &str, tasks: usize) -> Loaded
             // Needles a user would type: ids, emails, tenants, words, trace ids.
             let mut rng = Rng::new(7);
             for e in generated.events.iter().take(50_000) {
-                if let cnc_core::Event::Task(t) = e {
+                if let cnc_model::Event::Task(t) = e {
                     if let Some(a) = &t.args {
                         if rng.chance(0.01) {
                             let len = 3 + rng.below(10) as usize;
@@ -376,7 +376,7 @@ mod postgres {
     //! Thin bridge to the PostgreSQL adapter's constructor.
     use std::sync::Arc;
 
-    use cnc_core::DbController;
+    use cnc_model::DbController;
 
     pub async fn open(url: &str) -> Option<Arc<dyn DbController>> {
         let schema = format!("bench_{}", std::process::id());

@@ -303,7 +303,11 @@ impl AmqpBroker {
     ) -> BrokerResult<()> {
         self.declare_exchange(ch, &amqp_pidbox_exchange(CONTROL_EXCHANGE))
             .await?;
-        let msg = request.to_message(1, cnc_core::now() + timeout.as_secs_f64(), CONTROL_EXCHANGE);
+        let msg = request.to_message(
+            1,
+            cnc_model::now() + timeout.as_secs_f64(),
+            CONTROL_EXCHANGE,
+        );
         ch.basic_publish(
             ShortString::from(amqp_pidbox_exchange(CONTROL_EXCHANGE).name.as_str()),
             ShortString::from(""),

@@ -22,6 +22,7 @@
 //!   attached as `source` and never part of a public type.
 
 pub mod api;
+pub mod app;
 pub mod backoff;
 pub mod control;
 pub mod error;
@@ -42,6 +43,7 @@ pub use api::{
     BroadcastOptions, Broker, BrokerKind, Capabilities, PurgeFilter, QueueDepth, ResultBackend,
     TaskResult, WorkerReply,
 };
+pub use app::AppConnection;
 pub use backoff::Backoff;
 pub use control::{ControlClient, Target};
 pub use error::{BrokerError, BrokerResult, ErrorKind};

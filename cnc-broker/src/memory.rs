@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use cnc_core::Event;
+use cnc_model::Event;
 use tokio::sync::broadcast;
 
 use crate::api::{
@@ -271,7 +271,7 @@ impl ResultBackend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cnc_core::{TaskEvent, TaskEventKind};
+    use cnc_model::{TaskEvent, TaskEventKind};
 
     fn msg(task: &str, priority: u8) -> Message {
         let mut m = Message::json(b"[[], {}, {}]".to_vec());

@@ -212,7 +212,7 @@ impl RedisBroker {
         let names = &self.inner.names;
         let mut msg = request.to_message(
             1,
-            cnc_core::now() + opts.timeout.as_secs_f64(),
+            cnc_model::now() + opts.timeout.as_secs_f64(),
             &names.control_exchange,
         );
         msg.properties.delivery_tag = Some(uuid::Uuid::new_v4().to_string());

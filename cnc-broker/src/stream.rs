@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use cnc_core::Event;
+use cnc_model::Event;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

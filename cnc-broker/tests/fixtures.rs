@@ -1,7 +1,7 @@
 //! Every captured fixture decodes; what we encode matches the captures.
 //!
 //! The fixtures are real Celery 5.7 traffic (`../shared/protocol/fixtures/`,
-//! found with [`cnc_core::fixtures_dir`]). Comparisons of our encodings
+//! found with [`cnc_model::fixtures_dir`]). Comparisons of our encodings
 //! against them normalise only what is fresh per message: delivery tags
 //! (and, where the builder cannot know them, ids, clocks and times are
 //! injected from the fixture rather than rewritten).
@@ -25,13 +25,13 @@ use cnc_broker::protocol::result::{
     ChordPart, DbTaskRow, ExceptionInfo, GroupMeta, ResultKeys, ResultMeta,
 };
 use cnc_broker::protocol::task::{self, Expires, SendTask, Signature, TaskMessage, parse_iso};
-use cnc_core::Event;
+use cnc_model::Event;
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------- helpers
 
 fn dir() -> PathBuf {
-    cnc_core::fixtures_dir()
+    cnc_model::fixtures_dir()
 }
 
 fn read(rel: &str) -> Vec<u8> {

@@ -11,12 +11,13 @@ use std::time::Duration;
 use cnc_broker::protocol::{encode_event, encode_redis_envelope, event_message};
 use cnc_broker::redis::{RedisBroker, RedisOptions};
 use cnc_broker::{Backoff, Broker, EventStreamOptions, reconnecting};
-use cnc_core::{Event, TaskEvent, TaskEventKind};
+use cnc_model::{Event, TaskEvent, TaskEventKind};
 use cnc_testsupport::{RedisDb, redis_cli};
 
 fn synthetic(id: &str) -> Vec<u8> {
     let ev = Event::Task(
-        TaskEvent::new(TaskEventKind::Started, id, cnc_core::now()).with_hostname("synthetic@test"),
+        TaskEvent::new(TaskEventKind::Started, id, cnc_model::now())
+            .with_hostname("synthetic@test"),
     );
     encode_redis_envelope(&event_message(encode_event(&ev), "synthetic@test"))
 }

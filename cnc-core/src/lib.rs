@@ -1,49 +1,27 @@
-//! # cnc-core: the library behind celery-cnc
+//! # cnc-core: a Celery command-and-control center, embeddable
 //!
-//! celery-cnc watches and drives Celery clusters. This crate holds what every
-//! part of it shares, with no database or broker driver in it:
+//! ```no_run
+//! use cnc_core::{CeleryCnc, config::{CeleryApp, CeleryCncConfig}};
+//! # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = CeleryCncConfig::builder()
+//!     .app(CeleryApp::new("orders", "redis://127.0.0.1:6379/0"))
+//!     .build()?;
+//! CeleryCnc::new(cfg).run().await?;
+//! # Ok(()) }
+//! ```
 //!
-//! * [`model`]: tasks, events, workers, schedules, queries and aggregates,
-//!   shaped like Celery's own data so decoding is a plain serde call;
-//! * [`fold`]: the one implementation of "what state is this task in",
-//!   Celery's precedence rules with fixes for late and out-of-order events;
-//! * [`store`]: the [`store::DbController`] trait every store adapter
-//!   implements (memory, SQLite and PostgreSQL live in `cnc-store`), with its
-//!   concurrency contract;
-//! * `testkit` (feature `testkit`): the conformance suite every adapter must
-//!   pass, published so third-party adapters can run it too.
+//! That is the whole start-up: the orchestrator builds the log controller,
+//! the store, one event listener per unique broker feeding the single
+//! ingest writer, and every component the config turns on, supervises them
+//! (a crash is restarted with capped backoff and shows in the status), and
+//! on SIGINT/SIGTERM stops them in reverse order after the last batch is
+//! written.
 //!
-//! Why a separate core: users embed celery-cnc in their own Rust services and
-//! plug in their own store or components. Keeping the model and the traits
-//! free of drivers keeps that embedding light, and keeping the fold here
-//! means no adapter can disagree about a task's state.
+//! Everything in `cnc-model` is re-exported here (the domain model, the
+//! fold, the store, component, log and exporter traits, the config), and so
+//! are the adapter crates, as [`stores`] and
+//! [`broker`].
 
-pub mod fold;
-pub mod lenient;
-pub mod model;
-pub mod store;
-#[cfg(feature = "testkit")]
-pub mod testkit;
-
-pub use model::*;
-pub use store::{
-    ApplyReport, CleanupReport, DbController, SCHEMA_VERSION, SkipReason, StoreError,
-    StoreErrorKind, StoreInfo, StoreResult,
-};
-
-/// Now, as epoch seconds.
-pub fn now() -> model::Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Where the shared protocol fixtures live: `$CNC_FIXTURES` or
-/// `<workspace>/../shared/protocol/fixtures`. For tests and benches.
-pub fn fixtures_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("CNC_FIXTURES") {
-        return dir.into();
-    }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/protocol/fixtures")
-}
+pub use cnc_broker as broker;
+pub use cnc_model::*;
+pub use cnc_store as stores;

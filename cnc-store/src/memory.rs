@@ -9,7 +9,7 @@
 //! is decided before anything changes.
 //!
 //! Queries scan. That keeps the code a literal transcription of the contract
-//! in [`cnc_core::store`] (filters are [`TaskFilter::matches`], percentiles
+//! in [`cnc_model::store`] (filters are [`TaskFilter::matches`], percentiles
 //! are [`RuntimeStats::from_runtimes`]), which is what a reference adapter is
 //! for; it is fast enough for tests and small throw-away runs (tens of
 //! thousands of tasks).
@@ -32,14 +32,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cnc_core::fold;
-use cnc_core::model::{
+use cnc_model::fold;
+use cnc_model::model::{
     Event, EventKey, Heatmap, NameCount, RuntimeStats, Schedule, StateCount, StatsQuery,
     StoredEvent, Task, TaskEvent, TaskFilter, TaskPage, TaskQuery, TaskRelation, TaskSort,
     TaskSortField, TaskState, ThroughputBucket, ThroughputQuery, Timestamp, Worker, WorkerStatus,
     WorkerStatusChange,
 };
-use cnc_core::store::{
+use cnc_model::store::{
     ApplyReport, CleanupReport, DbController, SCHEMA_VERSION, SkipReason, StoreError,
     StoreErrorKind, StoreInfo, StoreResult, check_event,
 };
@@ -699,7 +699,7 @@ impl DbController for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cnc_core::model::{TaskEventKind, TimeRange};
+    use cnc_model::model::{TaskEventKind, TimeRange};
 
     fn ev(kind: TaskEventKind, id: &str, ts: f64) -> Event {
         Event::Task(TaskEvent::new(kind, id, ts).with_hostname("w@h"))

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use cnc_core::DbController;
-use cnc_core::testkit::StoreFactory;
+use cnc_model::DbController;
+use cnc_model::testkit::StoreFactory;
 use cnc_store::memory::MemoryStore;
 
 /// A new MemoryStore per check.
@@ -17,4 +17,4 @@ impl StoreFactory for Memory {
     }
 }
 
-cnc_core::conformance_tests!(Memory);
+cnc_model::conformance_tests!(Memory);

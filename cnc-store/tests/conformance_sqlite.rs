@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use cnc_core::DbController;
-use cnc_core::testkit::StoreFactory;
+use cnc_model::DbController;
+use cnc_model::testkit::StoreFactory;
 use cnc_store::sqlite::{SqliteConfig, SqliteStore};
 
 /// A new database file per check, in a directory that outlives the check.
@@ -25,4 +25,4 @@ impl StoreFactory for Sqlite {
     }
 }
 
-cnc_core::conformance_tests!(Sqlite);
+cnc_model::conformance_tests!(Sqlite);

@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cnc_core::model::{
+use cnc_model::model::{
     Event, StatsQuery, TaskEvent, TaskEventKind, TaskFilter, TaskQuery, TaskState, ThroughputQuery,
 };
-use cnc_core::testkit::StoreFactory;
-use cnc_core::testkit::generator::{self, GenConfig};
-use cnc_core::testkit::reference::Reference;
-use cnc_core::{DbController, SCHEMA_VERSION, StoreErrorKind};
+use cnc_model::testkit::StoreFactory;
+use cnc_model::testkit::generator::{self, GenConfig};
+use cnc_model::testkit::reference::Reference;
+use cnc_model::{DbController, SCHEMA_VERSION, StoreErrorKind};
 use cnc_store::postgres::{PostgresConfig, PostgresStore};
 
 fn url() -> String {
@@ -61,7 +61,7 @@ impl StoreFactory for Pg {
     }
 }
 
-cnc_core::conformance_tests!(Pg);
+cnc_model::conformance_tests!(Pg);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v1_database_with_data_migrates_to_v2() {
@@ -72,7 +72,7 @@ async fn v1_database_with_data_migrates_to_v2() {
 
     // v1 rows, written by hand: a finished task, a retried one, their
     // events, the names table, a worker and a schedule.
-    let mut done = cnc_core::model::Task::new("t-done", 1_767_571_230.0);
+    let mut done = cnc_model::model::Task::new("t-done", 1_767_571_230.0);
     done.name = Some("app.add".into());
     done.state = TaskState::Success;
     done.worker = Some("w1@h".into());
@@ -81,7 +81,7 @@ async fn v1_database_with_data_migrates_to_v2() {
     done.succeeded_at = Some(1_767_571_290.5);
     done.updated_at = 1_767_571_290.5;
     done.runtime = Some(0.25);
-    let mut retried = cnc_core::model::Task::new("t-retry", 1_767_571_300.0);
+    let mut retried = cnc_model::model::Task::new("t-retry", 1_767_571_300.0);
     retried.name = Some("app.fetch".into());
     retried.state = TaskState::Retry;
     retried.worker = Some("w1@h".into());

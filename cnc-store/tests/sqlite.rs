@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use cnc_core::{
+use cnc_model::{
     DbController, Event, StoreErrorKind, TaskEvent, TaskEventKind as K, TaskFilter, TaskQuery,
     TaskState,
 };
@@ -78,7 +78,7 @@ async fn a_v1_database_with_data_migrates_to_v2() {
     store.migrate(0, 1).await.expect("create v1");
     assert_eq!(store.schema_version().await.expect("version"), 1);
     // A v1 row as an older celery-cnc wrote it.
-    let mut task = cnc_core::Task::new("legacy-1", 1_700_000_000.0);
+    let mut task = cnc_model::Task::new("legacy-1", 1_700_000_000.0);
     task.name = Some("legacy.tasks.export".into());
     task.state = TaskState::Success;
     task.worker = Some("old@host".into());
@@ -108,7 +108,7 @@ async fn a_v1_database_with_data_migrates_to_v2() {
     assert_eq!(states.len(), 1);
     assert_eq!((states[0].state, states[0].count), (TaskState::Success, 1));
     let buckets = store
-        .throughput(&cnc_core::ThroughputQuery {
+        .throughput(&cnc_model::ThroughputQuery {
             scope: Default::default(),
             from: 1_700_000_000.0 - 100.0,
             to: 1_700_000_100.0,

@@ -69,7 +69,7 @@ pub enum DecodeError {
     },
     /// One event object is not a usable Celery event.
     #[error("bad event: {0}")]
-    BadEvent(#[from] cnc_core::EventShapeError),
+    BadEvent(#[from] cnc_model::EventShapeError),
 }
 
 impl DecodeError {

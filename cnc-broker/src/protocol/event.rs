@@ -1,8 +1,8 @@
 //! Celery events: decoding bodies (single objects and `task.multi` batches)
-//! into [`cnc_core::Event`]s, and encoding events for tests, benches and the
+//! into [`cnc_model::Event`]s, and encoding events for tests, benches and the
 //! load generator (README section 3).
 
-use cnc_core::Event;
+use cnc_model::Event;
 use serde_json::{Map, Value};
 
 use super::error::DecodeError;

@@ -9,7 +9,7 @@
 //! * [`message`]: the neutral [`Message`] (body, headers, properties), the
 //!   Redis kombu envelope codec and AMQP header typing ([`AmqpField`]).
 //! * [`event`]: event bodies (objects and `task.multi` arrays) to
-//!   [`cnc_core::Event`], and back.
+//!   [`cnc_model::Event`], and back.
 //! * [`names`]: keys, channels, exchanges, queues and their declare flags.
 //! * [`task`]: protocol v2 task messages and canvas (chain, group, chord).
 //! * [`control`]: remote control requests and replies (pidbox).

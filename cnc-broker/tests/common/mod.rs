@@ -10,7 +10,7 @@ use cnc_broker::protocol::task::SendTask;
 use cnc_broker::{
     Broker, ControlClient, EventStreamOptions, PurgeFilter, ResultBackend, Target, WorkerReply,
 };
-use cnc_core::{Event, TaskEventKind};
+use cnc_model::{Event, TaskEventKind};
 use cnc_testsupport::{CeleryWorker, WorkerOpts};
 use serde_json::{Value, json};
 
@@ -59,7 +59,7 @@ impl Seen {
         id: &str,
         kind: TaskEventKind,
         timeout: Duration,
-    ) -> cnc_core::TaskEvent {
+    ) -> cnc_model::TaskEvent {
         let what = format!("{} of {id}", kind.as_str());
         match self
             .wait(
@@ -167,8 +167,8 @@ pub async fn suite(
 
     // Worker events.
     for n in [n1, n2] {
-        seen.wait("worker-online", long, |e| matches!(e, Event::Worker(w) if w.hostname == n && w.kind == cnc_core::WorkerEventKind::Online)).await;
-        seen.wait("worker-heartbeat", long, |e| matches!(e, Event::Worker(w) if w.hostname == n && w.kind == cnc_core::WorkerEventKind::Heartbeat)).await;
+        seen.wait("worker-online", long, |e| matches!(e, Event::Worker(w) if w.hostname == n && w.kind == cnc_model::WorkerEventKind::Online)).await;
+        seen.wait("worker-heartbeat", long, |e| matches!(e, Event::Worker(w) if w.hostname == n && w.kind == cnc_model::WorkerEventKind::Heartbeat)).await;
     }
 
     // Inspect replies from both workers.
@@ -431,7 +431,7 @@ pub async fn suite(
 
     // Shutdown w2 remotely: worker-offline arrives.
     ctl.shutdown(&Target::node(n2)).await.expect("shutdown");
-    seen.wait("worker-offline", long, |e| matches!(e, Event::Worker(w) if w.hostname == n2 && w.kind == cnc_core::WorkerEventKind::Offline)).await;
+    seen.wait("worker-offline", long, |e| matches!(e, Event::Worker(w) if w.hostname == n2 && w.kind == cnc_model::WorkerEventKind::Offline)).await;
 }
 
 async fn wait_pool(ctl: &ControlClient, node: &str, n: usize) {

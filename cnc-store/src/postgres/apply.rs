@@ -11,7 +11,7 @@
 //!    commit, then counts as a duplicate);
 //! 2. `SELECT ... FOR UPDATE` the existing rows of the touched tasks, in id
 //!    order;
-//! 3. fold the new events in batch order with [`cnc_core::fold`];
+//! 3. fold the new events in batch order with [`cnc_model::fold`];
 //! 4. write every touched task with one `INSERT ... SELECT FROM unnest(...)
 //!    ON CONFLICT (id) DO UPDATE ... WHERE tasks.seq = EXCLUDED.seq`, in id
 //!    order. New tasks get sequence numbers reserved in first-seen order, so
@@ -36,12 +36,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::time::Duration;
 
-use cnc_core::fold::{apply_task_event, apply_worker_event, task_from_event, worker_from_event};
-use cnc_core::model::{
+use cnc_model::fold::{apply_task_event, apply_worker_event, task_from_event, worker_from_event};
+use cnc_model::model::{
     Event, Schedule, Task, TaskEvent, TaskEventKind, Timestamp, Worker, WorkerEvent, WorkerStatus,
     WorkerStatusChange,
 };
-use cnc_core::store::{
+use cnc_model::store::{
     ApplyReport, CleanupReport, SkipReason, StoreError, StoreErrorKind, StoreResult, check_event,
 };
 use deadpool_postgres::{GenericClient, Transaction};
@@ -1076,7 +1076,7 @@ pub(crate) async fn purge(store: &PostgresStore) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cnc_core::model::TaskState;
+    use cnc_model::model::TaskState;
 
     #[test]
     fn cleans_nul() {

@@ -1,7 +1,7 @@
 //! Driver errors to [`StoreError`]: a kind to match on, a short message, and
 //! the driver error only as `source`.
 
-use cnc_core::{StoreError, StoreErrorKind};
+use cnc_model::{StoreError, StoreErrorKind};
 use tokio_postgres::error::SqlState;
 
 /// Map a tokio-postgres error. `what` names the operation for the message.

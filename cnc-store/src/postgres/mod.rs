@@ -19,7 +19,7 @@
 //!   migrate once. v2 adds the pre-aggregated statistics and moves the
 //!   search text to a side table indexed in the background (see `v2.sql`).
 //! * **`apply`**: one transaction per batch, fold in Rust with
-//!   [`cnc_core::fold`], set-based writes (`unnest` arrays, one statement per
+//!   [`cnc_model::fold`], set-based writes (`unnest` arrays, one statement per
 //!   table, not per row). De-duplication is the events table's primary key
 //!   (`ON CONFLICT DO NOTHING RETURNING`). Lock order is always: event keys,
 //!   then task rows, then aggregate rows, workers, each sorted, so two
@@ -63,12 +63,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cnc_core::model::{
+use cnc_model::model::{
     Event, Heatmap, NameCount, RuntimeStats, Schedule, StateCount, StatsQuery, StoredEvent, Task,
     TaskFilter, TaskPage, TaskQuery, TaskRelation, ThroughputBucket, ThroughputQuery, Timestamp,
     Worker, WorkerStatusChange,
 };
-use cnc_core::store::{
+use cnc_model::store::{
     ApplyReport, CleanupReport, DbController, StoreError, StoreErrorKind, StoreInfo, StoreResult,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};

@@ -1,11 +1,11 @@
 //! Reads: tasks (sea-query for the dynamic task list), events, relations,
 //! workers, schedules.
 
-use cnc_core::model::{
+use cnc_model::model::{
     Schedule, StoredEvent, Task, TaskFilter, TaskPage, TaskQuery, TaskRelation, TaskSortField,
     Worker, WorkerStatus, WorkerStatusChange,
 };
-use cnc_core::store::{StoreError, StoreErrorKind, StoreResult};
+use cnc_model::store::{StoreError, StoreErrorKind, StoreResult};
 use deadpool_postgres::GenericClient;
 use sea_query::{
     Cond, Condition, Expr, ExprTrait, LikeExpr, NullOrdering, Order, PostgresQueryBuilder, Query,

@@ -1,6 +1,6 @@
 //! Schema creation and versioned migrations.
 
-use cnc_core::store::{SCHEMA_VERSION, StoreError, StoreErrorKind, StoreResult};
+use cnc_model::store::{SCHEMA_VERSION, StoreError, StoreErrorKind, StoreResult};
 
 use super::error::pg;
 use deadpool_postgres::GenericClient;
@@ -110,7 +110,7 @@ async fn run_steps(
             })?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
-            &[&(version as i32), &cnc_core::now()],
+            &[&(version as i32), &cnc_model::now()],
         )
         .await
         .map_err(|e| pg("recording the schema version", e))?;

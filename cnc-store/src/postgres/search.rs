@@ -4,7 +4,7 @@
 //! Maintaining the trigram GIN index inside `apply` was about three quarters
 //! of the write cost (about 3.5-4k events/s with it in the batch, 9.4k
 //! without, on the 2-core dev machine). The contract lets full-text search
-//! trail `apply` by [`StoreInfo::search_lag`](cnc_core::store::StoreInfo), so,
+//! trail `apply` by [`StoreInfo::search_lag`](cnc_model::store::StoreInfo), so,
 //! as in the SQLite store, the index lives on a side table (`task_search`)
 //! written in the background:
 //!
@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cnc_core::model::Task;
+use cnc_model::model::Task;
 use deadpool_postgres::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -101,7 +101,7 @@ impl Indexer {
 
 /// Claim, index and dequeue one chunk of due rows; returns how many were
 /// claimed.
-async fn round(pool: &Pool) -> Result<usize, cnc_core::store::StoreError> {
+async fn round(pool: &Pool) -> Result<usize, cnc_model::store::StoreError> {
     let conn = pool.get().await.map_err(error::pool)?;
     let claim = conn
         .prepare_cached(

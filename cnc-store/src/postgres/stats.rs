@@ -1,11 +1,11 @@
 //! Statistics: exact runtime percentiles, throughput and heatmap from the
 //! per-minute aggregates, distributions.
 
-use cnc_core::model::{
+use cnc_model::model::{
     Heatmap, NameCount, RuntimeStats, StateCount, StatsQuery, TaskState, ThroughputBucket,
     ThroughputQuery,
 };
-use cnc_core::store::{StoreError, StoreErrorKind, StoreResult};
+use cnc_model::store::{StoreError, StoreErrorKind, StoreResult};
 use deadpool_postgres::GenericClient;
 use sea_query::{Cond, Condition, Expr, ExprTrait, JoinType, Order, Query};
 use tokio_postgres::IsolationLevel;

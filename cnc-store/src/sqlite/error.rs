@@ -1,6 +1,6 @@
 //! Mapping of SQLite errors onto [`StoreErrorKind`].
 
-use cnc_core::{StoreError, StoreErrorKind};
+use cnc_model::{StoreError, StoreErrorKind};
 use rusqlite::ErrorCode;
 
 /// A store error for a SQLite failure; the driver error is kept as `source`.

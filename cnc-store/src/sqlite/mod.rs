@@ -6,7 +6,7 @@
 //!   (`writer.rs`); reads run on a small pool of connections on tokio's
 //!   blocking threads and never wait for the writer.
 //! * **Tasks are a JSON body plus the columns filters use.** The body
-//!   round-trips every field of [`cnc_core::Task`] exactly; the columns
+//!   round-trips every field of [`cnc_model::Task`] exactly; the columns
 //!   (state, worker, name, created_at, root/group/parent ids, runtime) carry
 //!   the indexes. Every index ends in the row id, which is the seen order, so
 //!   "newest first with any filter" walks one index backwards and stops after
@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
 
-use cnc_core::{
+use cnc_model::{
     ApplyReport, CleanupReport, DbController, Event, Heatmap, NameCount, RuntimeStats, Schedule,
     StateCount, StatsQuery, StoreError, StoreErrorKind, StoreInfo, StoreResult, StoredEvent, Task,
     TaskFilter, TaskPage, TaskQuery, TaskRelation, ThroughputBucket, ThroughputQuery, Timestamp,
@@ -405,12 +405,12 @@ impl DbController for SqliteStore {
     async fn initialize(&self) -> StoreResult<()> {
         if self.inner.cfg.read_only {
             let version = self.schema_version().await?;
-            if version != cnc_core::SCHEMA_VERSION {
+            if version != cnc_model::SCHEMA_VERSION {
                 return Err(StoreError::new(
                     StoreErrorKind::Migration,
                     format!(
                         "the database is at schema v{version}, not v{}; open it read-write once to migrate",
-                        cnc_core::SCHEMA_VERSION
+                        cnc_model::SCHEMA_VERSION
                     ),
                 ));
             }

@@ -4,7 +4,7 @@
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use cnc_core::{
+use cnc_model::{
     Heatmap, NameCount, RuntimeStats, Schedule, StateCount, StatsQuery, StoreError, StoreResult,
     StoredEvent, Task, TaskFilter, TaskPage, TaskQuery, TaskRelation, TaskSortField, TaskState,
     ThroughputBucket, ThroughputQuery, TimeRange, Worker, WorkerStatus, WorkerStatusChange,
@@ -140,7 +140,7 @@ pub(crate) fn tasks(conn: &Connection, q: &TaskQuery) -> StoreResult<TaskPage> {
     if q.cursor.is_some() && q.offset > 0 {
         return Err(StoreError::invalid("cursor and offset cannot be combined"));
     }
-    if q.cursor.is_some() && q.sort != cnc_core::TaskSort::default() {
+    if q.cursor.is_some() && q.sort != cnc_model::TaskSort::default() {
         return Err(StoreError::invalid(
             "a cursor only works with the default (seen) order",
         ));
@@ -191,7 +191,7 @@ pub(crate) fn tasks(conn: &Connection, q: &TaskQuery) -> StoreResult<TaskPage> {
         .collect::<Result<_, _>>()
         .map_err(map_err)?;
     let next_cursor =
-        (rows.len() as u32 == limit && limit > 0 && q.sort == cnc_core::TaskSort::default())
+        (rows.len() as u32 == limit && limit > 0 && q.sort == cnc_model::TaskSort::default())
             .then(|| rows.last().map(|(seq, _)| format!("s{seq}")))
             .flatten();
     let tasks = rows

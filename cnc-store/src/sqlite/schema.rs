@@ -12,7 +12,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use cnc_core::{SCHEMA_VERSION, StoreError, StoreErrorKind, StoreResult};
+use cnc_model::{SCHEMA_VERSION, StoreError, StoreErrorKind, StoreResult};
 
 use super::error::map_err;
 

@@ -7,7 +7,7 @@
 //! 2-2.7 KB of index per task: far below the 24,000 tasks/s that 100,000
 //! events/s carry. So:
 //!
-//! * A task's search text ([`cnc_core::Task::search_text`], lower-cased) is
+//! * A task's search text ([`cnc_model::Task::search_text`], lower-cased) is
 //!   reduced to the set of its **distinct trigrams**, each hashed to 24 bits
 //!   and written as a short hex word. That set goes into a contentless FTS5
 //!   table with the `ascii` tokenizer and `detail=none` (no positions). It
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, params};
 
-use cnc_core::{StoreResult, Task};
+use cnc_model::{StoreResult, Task};
 
 use super::error::map_err;
 
@@ -383,7 +383,7 @@ impl IndexerLoop {
         let cutoff = if all {
             f64::INFINITY
         } else {
-            cnc_core::now() - INDEX_DELAY.as_secs_f64()
+            cnc_model::now() - INDEX_DELAY.as_secs_f64()
         };
         let due: Vec<(i64, i64, String)> = self
             .main

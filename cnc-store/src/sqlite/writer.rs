@@ -3,12 +3,12 @@
 //! One OS thread owns the only read-write connection. Each `apply` is one
 //! `BEGIN IMMEDIATE` transaction that:
 //!
-//! 1. validates events ([`cnc_core::store::check_event`]);
+//! 1. validates events ([`cnc_model::store::check_event`]);
 //! 2. inserts each task event with `INSERT OR IGNORE` into `task_events`,
 //!    whose primary key is the event's identity: an ignored insert is a
 //!    duplicate and is not folded again;
 //! 3. folds new events into the task, loaded from a bounded cache of recent
-//!    tasks or from the database ([`cnc_core::fold`]);
+//!    tasks or from the database ([`cnc_model::fold`]);
 //! 4. writes each touched task once, updating only the columns (and so the
 //!    indexes) that changed, the per-(name, worker, state) counts and the
 //!    per-minute aggregates as deltas, and queues changed search text in
@@ -24,9 +24,9 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use cnc_core::fold::{apply_task_event, apply_worker_event, task_from_event, worker_from_event};
-use cnc_core::store::check_event;
-use cnc_core::{
+use cnc_model::fold::{apply_task_event, apply_worker_event, task_from_event, worker_from_event};
+use cnc_model::store::check_event;
+use cnc_model::{
     ApplyReport, CleanupReport, Event, Schedule, SkipReason, StoreResult, Task, TaskEvent,
     TaskState, Timestamp, Worker, WorkerStatus, WorkerStatusChange,
 };
@@ -299,7 +299,7 @@ impl Writer {
                                         retried: Vec::new(),
                                     }
                                 });
-                                if matches!(e.kind, cnc_core::TaskEventKind::Retried) {
+                                if matches!(e.kind, cnc_model::TaskEventKind::Retried) {
                                     b.retried.push(e.timestamp);
                                 }
                                 apply_task_event(&mut slot.task, e, false);
@@ -308,7 +308,7 @@ impl Writer {
                                 let (task, _) = task_from_event(e);
                                 next_seq += 1;
                                 touched.push(e.uuid.clone());
-                                let retried = if matches!(e.kind, cnc_core::TaskEventKind::Retried)
+                                let retried = if matches!(e.kind, cnc_model::TaskEventKind::Retried)
                                 {
                                     vec![e.timestamp]
                                 } else {
@@ -350,7 +350,7 @@ impl Writer {
 
         let t_fold = phase_start.elapsed();
         // Write touched tasks and the aggregates.
-        let now = cnc_core::now();
+        let now = cnc_model::now();
         let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
         let mut minutes: HashMap<(i64, &'static str, String, String), i64> = HashMap::new();
         {

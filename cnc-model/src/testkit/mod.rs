@@ -10,12 +10,12 @@
 //! // tests/conformance_mystore.rs
 //! struct Factory;
 //! #[async_trait::async_trait]
-//! impl cnc_core::testkit::StoreFactory for Factory {
-//!     async fn fresh(&self) -> std::sync::Arc<dyn cnc_core::DbController> {
+//! impl cnc_model::testkit::StoreFactory for Factory {
+//!     async fn fresh(&self) -> std::sync::Arc<dyn cnc_model::DbController> {
 //!         std::sync::Arc::new(MyStore::new())
 //!     }
 //! }
-//! cnc_core::conformance_tests!(Factory);
+//! cnc_model::conformance_tests!(Factory);
 //! ```
 //!
 //! That gives one `#[test]` per check (each on its own two-thread tokio
@@ -119,7 +119,7 @@ pub fn run<F: Future<Output = ()>>(check: F) {
 /// (so it may `.await`) whose value implements [`StoreFactory`]:
 ///
 /// ```ignore
-/// cnc_core::conformance_tests!(MyFactory::default());
+/// cnc_model::conformance_tests!(MyFactory::default());
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
