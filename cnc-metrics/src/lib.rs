@@ -1,0 +1,1 @@
+//! celery-cnc exporters (being built).

@@ -1,0 +1,1 @@
+//! celery-cnc web UI (being built).
