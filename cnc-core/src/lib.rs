@@ -25,3 +25,11 @@
 pub use cnc_broker as broker;
 pub use cnc_model::*;
 pub use cnc_store as stores;
+
+mod hosted;
+pub mod ingest;
+pub mod jobs;
+pub mod logging;
+mod orchestrator;
+
+pub use orchestrator::{CeleryCnc, CncError, Running, StopReport};

@@ -193,10 +193,13 @@ impl ComponentStatus {
     }
 }
 
+/// Names in start order, and the statuses by name.
+type Board = (Vec<String>, BTreeMap<String, ComponentStatus>);
+
 /// Shared, cheap-to-clone table of component statuses, in start order.
 #[derive(Debug, Clone, Default)]
 pub struct StatusBoard {
-    inner: Arc<std::sync::RwLock<(Vec<String>, BTreeMap<String, ComponentStatus>)>>,
+    inner: Arc<std::sync::RwLock<Board>>,
 }
 
 impl StatusBoard {

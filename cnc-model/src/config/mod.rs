@@ -107,11 +107,17 @@ impl CeleryCncConfig {
                     format!("`{}` is used by two apps", app.name),
                 );
             }
-            if let Err(m) = check_url(&app.broker_url, &["redis", "rediss", "amqp", "amqps"]) {
+            if let Err(m) = check_url(
+                &app.broker_url,
+                &["redis", "rediss", "amqp", "amqps", "memory"],
+            ) {
                 err(&format!("{at}.broker_url"), m);
             }
             if let Some(b) = &app.result_backend
-                && let Err(m) = check_url(b, &["redis", "rediss", "db+sqlite", "db+postgresql"])
+                && let Err(m) = check_url(
+                    b,
+                    &["redis", "rediss", "db+sqlite", "db+postgresql", "memory"],
+                )
             {
                 err(&format!("{at}.result_backend"), m);
             }
@@ -223,7 +229,7 @@ fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
             schemes.join(", ")
         ));
     }
-    if rest.is_empty() && !scheme.starts_with("db+") {
+    if rest.is_empty() && !scheme.starts_with("db+") && scheme != "memory" {
         return Err("the URL has no host".into());
     }
     Ok(())
@@ -546,7 +552,7 @@ impl Default for IngestConfig {
 }
 
 /// The beat scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BeatConfig {
     /// A file of schedules loaded at start (TOML or JSON).
@@ -558,15 +564,6 @@ pub struct BeatConfig {
     pub app: Option<String>,
 }
 
-impl Default for BeatConfig {
-    fn default() -> Self {
-        Self {
-            schedule_path: None,
-            delete_schedules_on_boot: false,
-            app: None,
-        }
-    }
-}
 
 /// The Prometheus exporter: its own HTTP listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,72 @@
+//! The components that live in other crates: the web UI (`cnc-web`,
+//! feature `web`) and the exporters (`cnc-metrics`, feature `metrics`).
+//! A section that is `None` builds nothing; a section that is set while
+//! its feature is compiled out is reported at start, never silently
+//! ignored.
+
+use cnc_broker::AppConnection;
+use cnc_model::component::Component;
+use cnc_model::config::CeleryCncConfig;
+
+const TARGET: &str = "celery_cnc::orchestrator";
+
+/// Prometheus and OpenTelemetry, as configured.
+pub(crate) fn exporters(
+    config: &CeleryCncConfig,
+    apps: &[AppConnection],
+) -> Vec<Box<dyn Component>> {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+    let mut out: Vec<Box<dyn Component>> = Vec::new();
+    #[cfg(feature = "metrics")]
+    {
+        if let Some(p) = &config.prometheus {
+            out.push(Box::new(cnc_metrics::PrometheusComponent::new(
+                p.clone(),
+                apps.to_vec(),
+            )));
+        }
+        if let Some(o) = &config.open_telemetry {
+            out.push(Box::new(cnc_metrics::OtelComponent::new(o.clone())));
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = apps;
+        if config.prometheus.is_some() || config.open_telemetry.is_some() {
+            tracing::error!(
+                target: TARGET,
+                "prometheus/open_telemetry are configured but this build has no `metrics` feature; they are off"
+            );
+        }
+    }
+    out
+}
+
+/// The web UI, as configured.
+pub(crate) fn frontend(
+    config: &CeleryCncConfig,
+    apps: &[AppConnection],
+) -> Vec<Box<dyn Component>> {
+    #[cfg(feature = "web")]
+    {
+        config
+            .frontend
+            .as_ref()
+            .map(|f| {
+                Box::new(cnc_web::WebComponent::new(f.clone(), apps.to_vec())) as Box<dyn Component>
+            })
+            .into_iter()
+            .collect()
+    }
+    #[cfg(not(feature = "web"))]
+    {
+        let _ = apps;
+        if config.frontend.is_some() {
+            tracing::warn!(
+                target: TARGET,
+                "the frontend is configured but this build has no `web` feature; it is off"
+            );
+        }
+        Vec::new()
+    }
+}
