@@ -1,28 +1,87 @@
-//! `celery-cnc`: monitor Celery brokers into a store and query the history.
+//! `celery-cnc`: the command-and-control center for Celery clusters, and
+//! one-shot commands on a broker.
 //!
-//! This is the thin first shell over the library: `run` starts one event
-//! listener per unique broker and a single writer that folds events into the
-//! store in batches (1,000 events or 100 ms, whichever comes first); `tasks`
-//! and `workers` read the stored history. The full service (components,
-//! web UI, metrics, remote control commands) grows on top of this.
+//! # The service
 //!
-//! Exit codes: 0 success, 1 runtime failure (a broker or store error), 2 bad
-//! usage (clap).
+//! * `celery-cnc run [--broker URL]... [--backend URL] [--db PATH|URL]
+//!   [--purge-db] [--host ADDR] [--port N] [--basic-auth USER:PASS]
+//!   [--no-web] [--prometheus [HOST:]PORT] [--otlp-endpoint URL]
+//!   [--batch-size N] [--batch-interval DURATION] [--config FILE]`
+//!   listens to every broker and stores the events until SIGINT/SIGTERM,
+//!   which writes the last batch and stops. Each `--broker` becomes a Celery
+//!   app named after its host and db or vhost (`127.0.0.1/0`; `app1..n`
+//!   when those clash).
+//! * `celery-cnc check-config [same flags]` prints the effective
+//!   configuration with passwords hidden, or every error (exit 2).
+//! * `celery-cnc gen-config` prints every setting with its default and its
+//!   documentation, as TOML to start a config file from.
+//!
+//! The configuration is layered, later layers winning field by field:
+//! defaults < `--config` file < `CELERY_CNC__SECTION__FIELD` environment
+//! variables < flags (see `cnc_core::config::ConfigLoader`).
+//!
+//! # One-shot commands on a broker
+//!
+//! They take `--broker URL` (default: `$CELERY_CNC_BROKER`, else
+//! `redis://127.0.0.1:6379/0`) and print a table, or JSON with `--json`:
+//!
+//! * `inspect <verb>`: `ping`, `stats`, `active`, `reserved`, `scheduled`,
+//!   `registered [ATTR]...`, `active_queues`, `conf [--with-defaults]`,
+//!   `revoked`, `query_task ID...`, `report`, `clock`; with
+//!   `--destination NODE[,NODE]` (or one glob, `w1@*`) and `--timeout`.
+//!   JSON is one object `{worker: reply}`.
+//! * `control <verb>`: `pool-grow N`, `pool-shrink N`, `autoscale MAX MIN`,
+//!   `add-consumer QUEUE`, `cancel-consumer QUEUE`, `rate-limit TASK RATE`,
+//!   `time-limit TASK SOFT HARD`, `shutdown`, `pool-restart`,
+//!   `enable-events`, `disable-events` (Celery's underscore names work too);
+//!   `--destination`, `--timeout`.
+//! * `revoke ID... [--terminate [--signal SIG]]`.
+//! * `send TASK [--args JSON] [--kwargs JSON] [--queue Q] [--countdown D]
+//!   [--eta TIME] [--expires D|TIME] [--priority N] [--id ID]` prints the
+//!   task id.
+//! * `queues [QUEUE]...`: depth, consumers and consuming workers of every
+//!   queue found on the broker or in the workers' `active_queues`.
+//! * `purge QUEUE [--task NAME | --group ID] --yes`.
+//! * `result ID --backend URL [--wait D]` (`$CELERY_CNC_BACKEND`).
+//! * `events [--count N] [--timeout D] [--type PREFIX]`: decoded events as
+//!   JSON lines until Ctrl-C.
+//!
+//! # The stored history
+//!
+//! * `tasks [--state S]... [--worker W] [--name N] [--since D] [--search
+//!   TEXT] [--limit N] [--db PATH|URL] [--json]`, newest first.
+//! * `workers [--db PATH|URL] [--json]`.
+//!
+//! # Exit codes
+//!
+//! 0 success; 1 runtime failure (broker, backend or store unreachable or
+//! failing, or a worker answered with an error); 2 bad usage or invalid
+//! configuration; 3 nothing to show (no worker replied, a named worker did
+//! not, no stored result, `--count` events not seen in time, no database).
+//! Failures are one line on stderr (`celery-cnc: cannot reach broker
+//! redis://127.0.0.1:1/0: connection refused`); passwords in URLs are
+//! always shown as `***`.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod broker_cmd;
+mod config_cmd;
+mod exit;
+mod gen_config;
+mod history;
+mod run;
+mod table;
 
-use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use cnc_broker::{Backoff, BrokerOptions, EventStreamOptions};
-use cnc_core::{DbController, Event, TaskFilter, TaskQuery, TaskState, TimeRange};
-use cnc_store::sqlite::{SqliteConfig, SqliteStore};
-use tokio::sync::mpsc;
+
+use crate::exit::{CmdResult, Failure};
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 success; 1 runtime failure (broker, backend or store failing, \
+or a worker answered with an error); 2 bad usage or invalid configuration; \
+3 nothing to show (no worker replied, no result, too few events).";
 
 /// Command-and-control for Celery clusters.
 #[derive(Debug, Parser)]
-#[command(name = "celery-cnc", version, about)]
+#[command(name = "celery-cnc", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,254 +89,91 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Listen to Celery events on one or more brokers and store them.
-    Run {
-        /// Broker URL (`redis://host:6379/0`, `amqp://user:pass@host:5672//`); repeat for several.
-        #[arg(long = "broker", required = true)]
-        brokers: Vec<String>,
-        /// SQLite database file.
-        #[arg(long, default_value = "celery_cnc.db")]
-        db: PathBuf,
-        /// Delete the stored history on start.
+    /// Run the service: listen to the brokers and store the history.
+    Run(config_cmd::ConfigArgs),
+    /// Print the effective configuration (passwords hidden), or every error.
+    CheckConfig {
+        #[command(flatten)]
+        config: config_cmd::ConfigArgs,
+        /// Print JSON instead of TOML.
         #[arg(long)]
-        purge_db: bool,
-        /// Events per write batch.
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        /// Longest wait before a partial batch is written, in milliseconds.
-        #[arg(long, default_value_t = 100)]
-        batch_interval_ms: u64,
+        json: bool,
     },
-    /// List stored tasks, newest first, as JSON lines.
-    Tasks {
-        /// SQLite database file.
-        #[arg(long, default_value = "celery_cnc.db")]
-        db: PathBuf,
-        /// Only tasks in this state (repeatable).
-        #[arg(long = "state")]
-        states: Vec<TaskState>,
-        /// Only tasks run by this worker.
-        #[arg(long)]
-        worker: Option<String>,
-        /// Task name, or part of it.
-        #[arg(long)]
-        name: Option<String>,
-        /// Only tasks first seen in the last N seconds.
-        #[arg(long)]
-        since: Option<f64>,
-        /// Text in the name, args, kwargs, result or exception.
-        #[arg(long)]
-        search: Option<String>,
-        /// How many.
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-    },
-    /// List stored workers as JSON lines.
-    Workers {
-        /// SQLite database file.
-        #[arg(long, default_value = "celery_cnc.db")]
-        db: PathBuf,
-    },
+    /// Print every setting with its default and documentation, as TOML.
+    GenConfig,
+    /// Ask the workers (ping, stats, active, registered…).
+    Inspect(broker_cmd::InspectArgs),
+    /// Tell the workers (pool-grow, add-consumer, rate-limit, shutdown…).
+    Control(broker_cmd::ControlArgs),
+    /// Revoke tasks; `--terminate` kills running ones.
+    Revoke(broker_cmd::RevokeArgs),
+    /// Send a task; prints its id.
+    Send(broker_cmd::SendArgs),
+    /// Queue depths and consumers.
+    Queues(broker_cmd::QueuesArgs),
+    /// Delete ready messages from a queue (all, or one task name or group).
+    Purge(broker_cmd::PurgeArgs),
+    /// The stored result of a task.
+    Result(broker_cmd::ResultArgs),
+    /// Stream decoded events as JSON lines.
+    Events(broker_cmd::EventsArgs),
+    /// List stored tasks, newest first.
+    Tasks(history::TasksArgs),
+    /// List stored workers.
+    Workers(history::DbArgs),
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli.command).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("celery-cnc: {err:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
-}
-
-async fn dispatch(command: Command) -> Result<()> {
-    match command {
-        Command::Run {
-            brokers,
-            db,
-            purge_db,
-            batch_size,
-            batch_interval_ms,
-        } => {
-            run(
-                brokers,
-                db,
-                purge_db,
-                batch_size.max(1),
-                Duration::from_millis(batch_interval_ms.max(1)),
+    // `run` logs through the service's own log controller (files under
+    // `logging.directory`, and stderr); the one-shot commands only warn.
+    if !matches!(cli.command, Command::Run(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             )
-            .await
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("celery-cnc: cannot start the async runtime: {err}");
+            return std::process::ExitCode::from(exit::RUNTIME);
         }
-        Command::Tasks {
-            db,
-            states,
-            worker,
-            name,
-            since,
-            search,
-            limit,
-        } => {
-            let store = open_read_only(&db).await?;
-            let filter = TaskFilter {
-                states,
-                worker,
-                name,
-                time: since.map(|s| TimeRange::since(cnc_core::now() - s)),
-                search,
-                ..TaskFilter::default()
-            };
-            let page = store.tasks(&TaskQuery::newest(filter, limit)).await?;
-            for t in page.tasks {
-                println!("{}", serde_json::to_string(&t)?);
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(Failure { code, message }) => {
+            if !message.is_empty() {
+                eprintln!("celery-cnc: {message}");
             }
-            store.close().await?;
-            Ok(())
-        }
-        Command::Workers { db } => {
-            let store = open_read_only(&db).await?;
-            let now = cnc_core::now();
-            for mut w in store.workers().await? {
-                w.status = w.status_at(now);
-                println!("{}", serde_json::to_string(&w)?);
-            }
-            store.close().await?;
-            Ok(())
+            std::process::ExitCode::from(code)
         }
     }
 }
 
-async fn open_read_only(db: &PathBuf) -> Result<SqliteStore> {
-    if !db.exists() {
-        anyhow::bail!(
-            "no database at {} (start `celery-cnc run` first)",
-            db.display()
-        );
-    }
-    let mut cfg = SqliteConfig::new(db);
-    cfg.read_only = true;
-    let store =
-        SqliteStore::open(cfg).with_context(|| format!("opening the database {}", db.display()))?;
-    store
-        .initialize()
-        .await
-        .with_context(|| format!("reading the database {}", db.display()))?;
-    Ok(store)
-}
-
-async fn open(db: &PathBuf) -> Result<SqliteStore> {
-    let store = SqliteStore::open(SqliteConfig::new(db))
-        .with_context(|| format!("opening the database {}", db.display()))?;
-    store
-        .initialize()
-        .await
-        .with_context(|| format!("preparing the database {}", db.display()))?;
-    Ok(store)
-}
-
-async fn run(
-    brokers: Vec<String>,
-    db: PathBuf,
-    purge: bool,
-    batch_size: usize,
-    interval: Duration,
-) -> Result<()> {
-    let store = open(&db).await?;
-    if purge {
-        store.purge().await.context("purging the database")?;
-        tracing::info!(db = %db.display(), "database purged on start");
-    }
-    let (tx, mut rx) = mpsc::channel::<Event>(65_536);
-    // One listener per unique broker URL.
-    let unique: BTreeSet<String> = brokers.into_iter().collect();
-    for url in unique {
-        let shown = cnc_broker::url::redact(&url);
-        let broker = cnc_broker::connect(&url, BrokerOptions::default())
-            .await
-            .with_context(|| format!("connecting to {shown}"))?;
-        broker
-            .healthcheck()
-            .await
-            .with_context(|| format!("broker {shown} is not healthy"))?;
-        tracing::info!(broker = %shown, "listening for Celery events");
-        let mut stream = cnc_broker::stream::reconnecting(
-            broker,
-            EventStreamOptions::default(),
-            Backoff::default(),
-        );
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(event) => {
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(broker = %shown, error = %err, "event stream interrupted; reconnecting")
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
-    let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
-    let mut written = 0u64;
-    let mut last_log = Instant::now();
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
-    loop {
-        let deadline = tokio::time::sleep(interval);
-        tokio::pin!(deadline);
-        let stop = loop {
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break true,
-                item = rx.recv() => match item {
-                    Some(e) => {
-                        batch.push(e);
-                        if batch.len() >= batch_size {
-                            break false;
-                        }
-                    }
-                    None => break true,
-                },
-                _ = &mut deadline => break false,
-            }
-        };
-        if stop {
-            // Drain what is already queued, then write the last batch.
-            while let Ok(e) = rx.try_recv() {
-                batch.push(e);
-            }
+async fn dispatch(command: Command) -> CmdResult {
+    match command {
+        Command::Run(args) => {
+            let cfg = args.load_for_run()?;
+            run::run(cfg).await
         }
-        if !batch.is_empty() {
-            let report = store.apply(&batch).await.context("writing a batch")?;
-            written += report.applied;
-            if report.skipped_total() > report.skipped_for(cnc_core::SkipReason::Duplicate) {
-                tracing::warn!(skipped = ?report.skipped, "events skipped");
-            }
-            batch.clear();
-        }
-        if last_log.elapsed() >= Duration::from_secs(10) {
-            tracing::info!(events_written = written, "ingest");
-            last_log = Instant::now();
-        }
-        if stop {
-            break;
-        }
+        Command::CheckConfig { config, json } => config_cmd::check_config(&config, json),
+        Command::GenConfig => broker_cmd::out(gen_config::generate().trim_end()),
+        Command::Inspect(a) => broker_cmd::inspect(a).await,
+        Command::Control(a) => broker_cmd::control(a).await,
+        Command::Revoke(a) => broker_cmd::revoke(a).await,
+        Command::Send(a) => broker_cmd::send(a).await,
+        Command::Queues(a) => broker_cmd::queues(a).await,
+        Command::Purge(a) => broker_cmd::purge(a).await,
+        Command::Result(a) => broker_cmd::result(a).await,
+        Command::Events(a) => broker_cmd::events(a).await,
+        Command::Tasks(a) => history::tasks(a).await,
+        Command::Workers(a) => history::workers(a).await,
     }
-    tracing::info!(events_written = written, "stopping: last batch written");
-    store.flush_search().await?;
-    store.close().await?;
-    Ok(())
 }

@@ -10,10 +10,12 @@ use cnc_testsupport::{CeleryWorker, RedisDb, WorkerOpts, run_python, unique, wai
 const BIN: &str = env!("CARGO_BIN_EXE_celery-cnc");
 
 fn start_run(broker: &str, db: &std::path::Path, extra: &[&str]) -> Child {
+    // No web UI (tests run in parallel: no fixed port) and logs on stderr.
     Command::new(BIN)
-        .args(["run", "--broker", broker, "--db"])
+        .args(["run", "--no-web", "--broker", broker, "--db"])
         .arg(db)
         .args(extra)
+        .env("CELERY_CNC__LOGGING", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -40,7 +42,7 @@ fn interrupt(mut child: Child) {
 
 fn tasks(db: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
-        .args(["tasks", "--db"])
+        .args(["tasks", "--json", "--db"])
         .arg(db)
         .args(args)
         .output()
@@ -138,13 +140,26 @@ print(ok.id, bad.id)
 #[test]
 fn an_unreachable_broker_is_one_readable_line() {
     let out = Command::new(BIN)
-        .args(["run", "--broker", "redis://127.0.0.1:1/0", "--db"])
+        .args([
+            "run",
+            "--no-web",
+            "--broker",
+            "redis://:hunter2@127.0.0.1:1/0",
+            "--db",
+        ])
         .arg(tempfile::tempdir().expect("tmp").keep().join("x.db"))
+        .env("CELERY_CNC__LOGGING", "false")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("celery-cnc: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        last, "celery-cnc: cannot reach broker redis://:***@127.0.0.1:1/0: connection refused",
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("hunter2"),
+        "{err}"
+    );
 }
