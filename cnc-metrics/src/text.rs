@@ -1,0 +1,284 @@
+//! The Prometheus text exposition format, version 0.0.4 (what Flower and
+//! celery-exporter serve, and what `promtool check metrics` lints).
+//!
+//! Label values are escaped once, when a series is created (see
+//! [`escape_label`]), so a scrape only copies bytes.
+
+use std::fmt::Write as _;
+
+/// The `Content-Type` of a scrape.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escape a label value: backslash, double quote and line feed.
+pub fn escape_label(raw: &str) -> String {
+    if !raw.contains(['\\', '"', '\n']) {
+        return raw.to_owned();
+    }
+    let mut out = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Metric type on the `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A monotonic counter (name ends with `_total`).
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Buckets, sum and count.
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
+}
+
+/// Writes one scrape. Families must be written whole, one after the other.
+#[derive(Debug, Default)]
+pub struct TextWriter {
+    out: String,
+}
+
+impl TextWriter {
+    /// A writer with room for `capacity` bytes (use the last scrape's size).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            out: String::with_capacity(capacity),
+        }
+    }
+
+    /// The `# HELP` and `# TYPE` lines of a family.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        self.out.push_str("# HELP ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        for c in help.chars() {
+            match c {
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                c => self.out.push(c),
+            }
+        }
+        self.out.push_str("\n# TYPE ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        self.out.push_str(kind.as_str());
+        self.out.push('\n');
+    }
+
+    /// One sample. `labels` are (name, escaped value) pairs.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.sample_with(name, labels, None, value);
+    }
+
+    /// One sample with an extra trailing label (`le` of a bucket), whose
+    /// value is written as is.
+    pub fn sample_with(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        extra: Option<(&str, &str)>,
+        value: f64,
+    ) {
+        self.out.push_str(name);
+        if !labels.is_empty() || extra.is_some() {
+            self.out.push('{');
+            let mut first = true;
+            for (k, v) in labels.iter().chain(extra.as_ref()) {
+                if !first {
+                    self.out.push(',');
+                }
+                first = false;
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                self.out.push_str(v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        push_value(&mut self.out, value);
+        self.out.push('\n');
+    }
+
+    /// One histogram series: cumulative buckets (`bounds` with their
+    /// pre-formatted `le` values, then `+Inf`), `_sum` and `_count`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        le: &[String],
+        hist: &Histogram,
+    ) {
+        let bucket = Suffixed::new(name, "_bucket");
+        let mut cumulative = 0u64;
+        for (i, le) in le.iter().enumerate() {
+            cumulative += hist.counts.get(i).copied().unwrap_or(0);
+            self.sample_with(bucket.get(), labels, Some(("le", le)), cumulative as f64);
+        }
+        self.sample_with(
+            bucket.get(),
+            labels,
+            Some(("le", "+Inf")),
+            hist.count as f64,
+        );
+        self.sample(Suffixed::new(name, "_sum").get(), labels, hist.sum);
+        self.sample(
+            Suffixed::new(name, "_count").get(),
+            labels,
+            hist.count as f64,
+        );
+    }
+
+    /// The text written so far.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// `name` + suffix without a heap allocation for common lengths.
+struct Suffixed {
+    buf: String,
+}
+
+impl Suffixed {
+    fn new(name: &str, suffix: &str) -> Self {
+        let mut buf = String::with_capacity(name.len() + suffix.len());
+        buf.push_str(name);
+        buf.push_str(suffix);
+        Self { buf }
+    }
+    fn get(&self) -> &str {
+        &self.buf
+    }
+}
+
+/// Write a sample value the way Prometheus parses it.
+fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Format a bucket bound for `le="…"`.
+pub fn format_le(bound: f64) -> String {
+    let mut s = String::new();
+    push_value(&mut s, bound);
+    if !s.contains(['.', 'e', 'I', 'N']) {
+        s.push_str(".0");
+    }
+    s
+}
+
+/// Per-series histogram state: non-cumulative bucket counts (one per
+/// bound), sum and count. Bounds live with the family.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); length = number of bounds.
+    pub counts: Vec<u64>,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram for `bounds.len()` buckets.
+    pub fn new(buckets: usize) -> Self {
+        Self {
+            counts: vec![0; buckets],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Record `v` against sorted `bounds`.
+    pub fn observe(&mut self, bounds: &[f64], v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        let i = bounds.partition_point(|b| *b < v);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// Validated histogram bounds: finite, sorted, deduplicated.
+pub fn clean_bounds(raw: &[f64]) -> Vec<f64> {
+    let mut b: Vec<f64> = raw.iter().copied().filter(|v| v.is_finite()).collect();
+    b.sort_by(f64::total_cmp);
+    b.dedup();
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_formats() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_label("plain"), "plain");
+        let mut s = String::new();
+        push_value(&mut s, 3.0);
+        s.push(' ');
+        push_value(&mut s, 0.25);
+        s.push(' ');
+        push_value(&mut s, f64::INFINITY);
+        assert_eq!(s, "3 0.25 +Inf");
+        assert_eq!(format_le(1.0), "1.0");
+        assert_eq!(format_le(0.005), "0.005");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let bounds = [0.1, 1.0];
+        let le: Vec<String> = bounds.iter().map(|b| format_le(*b)).collect();
+        let mut h = Histogram::new(2);
+        for v in [0.05, 0.1, 0.5, 5.0] {
+            h.observe(&bounds, v);
+        }
+        let mut w = TextWriter::default();
+        w.family("x_seconds", Kind::Histogram, "X.");
+        w.histogram("x_seconds", &[("a", "b")], &le, &h);
+        let text = w.finish();
+        assert!(
+            text.contains("x_seconds_bucket{a=\"b\",le=\"0.1\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{a=\"b\",le=\"1.0\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{a=\"b\",le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(text.contains("x_seconds_count{a=\"b\"} 4\n"), "{text}");
+    }
+}
