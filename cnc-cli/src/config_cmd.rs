@@ -196,9 +196,28 @@ pub fn check_config(args: &ConfigArgs, json: bool) -> CmdResult {
         if !off.is_empty() {
             println!("# Off: {}.", off.join(", "));
         }
+        for note in missing_features(&shown) {
+            println!("# Note: {note}");
+        }
         print!("{text}");
     }
     Ok(())
+}
+
+/// Sections that are on but whose component this build does not contain
+/// (the service then logs the same and runs without them).
+fn missing_features(cfg: &CeleryCncConfig) -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    if cfg!(not(feature = "web")) && cfg.frontend.is_some() {
+        notes.push("this build has no web UI (cargo feature `web`): [frontend] is ignored.");
+    }
+    if cfg!(not(feature = "metrics")) && (cfg.prometheus.is_some() || cfg.open_telemetry.is_some())
+    {
+        notes.push(
+            "this build has no exporters (cargo feature `metrics`): [prometheus] and [open_telemetry] are ignored.",
+        );
+    }
+    notes
 }
 
 /// App names for broker URLs: `host/db` (`127.0.0.1/0`) or `host/vhost`,

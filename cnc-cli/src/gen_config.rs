@@ -224,7 +224,7 @@ pub fn render(all_on: bool) -> String {
                 ));
             }
         } else {
-            out.push_str("# Off by default: uncomment the section to turn it on.\n");
+            out.push_str("# Uncomment the section to turn it on.\n");
         }
         out.push_str(&format!("{prefix}[{}]\n", field.name));
         for f in &fields {

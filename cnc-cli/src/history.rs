@@ -1,14 +1,17 @@
 //! `tasks` and `workers`: read the stored history (the same filters as the
 //! web UI), as a table or as JSON lines with `--json`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use cnc_core::config::{ConfigLoader, DatabaseBackend, DatabaseConfig};
 use cnc_core::{DbController, TaskFilter, TaskQuery, TaskState, TimeRange};
 use cnc_store::sqlite::{SqliteConfig, SqliteStore};
 
 use crate::broker_cmd::out;
+use crate::config_cmd::config_failure;
 use crate::exit::{CmdResult, Failure, parse_duration};
 use crate::table::Table;
 
@@ -16,11 +19,42 @@ use crate::table::Table;
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// The store: a SQLite file path, `sqlite://PATH` or `postgres://…`.
-    #[arg(long, value_name = "PATH|URL", default_value = "celery_cnc.db")]
-    pub db: String,
+    /// Default: `database.url` of `--config` and `CELERY_CNC__DATABASE__URL`,
+    /// as `run` uses it (`celery_cnc.db`).
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
+    /// The config file `run` uses, for its `database.url`.
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    pub config: Option<PathBuf>,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl DbArgs {
+    /// The store `run` would write, from the flag, the file or the
+    /// environment.
+    fn store(&self) -> CmdResult<DatabaseBackend> {
+        let cfg = match &self.db {
+            Some(url) => DatabaseConfig {
+                url: url.clone(),
+                ..DatabaseConfig::default()
+            },
+            None => {
+                let mut loader = ConfigLoader::new();
+                if let Some(path) = &self.config {
+                    loader = loader.file(path);
+                }
+                loader
+                    .env(std::env::vars())
+                    .load()
+                    .map_err(config_failure)?
+                    .database
+            }
+        };
+        cfg.backend()
+            .map_err(|m| Failure::usage(format!("--db: {m}")))
+    }
 }
 
 /// `celery-cnc tasks`.
@@ -49,37 +83,37 @@ pub struct TasksArgs {
 }
 
 /// Open the store read-only (SQLite) or connect (PostgreSQL).
-async fn open(db: &str) -> CmdResult<Arc<dyn DbController>> {
-    let store: Arc<dyn DbController> =
-        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-            let cfg = cnc_store::postgres::PostgresConfig::new(db);
-            let shown = cnc_broker::url::redact(db);
+async fn open(args: &DbArgs) -> CmdResult<Arc<dyn DbController>> {
+    let store: Arc<dyn DbController> = match args.store()? {
+        DatabaseBackend::Postgres(url) => {
+            let shown = cnc_broker::url::redact(&url);
+            let cfg = cnc_store::postgres::PostgresConfig::new(url);
             Arc::new(
                 cnc_store::postgres::PostgresStore::connect(cfg)
                     .await
                     .with_context(|| format!("connecting to the database {shown}"))?,
             )
-        } else {
-            let path = std::path::Path::new(db.strip_prefix("sqlite://").unwrap_or(db));
-            if db.contains("://") && !db.starts_with("sqlite://") {
-                return Err(Failure::usage(format!(
-                    "--db {}: expected a SQLite path, sqlite://PATH or postgres://…",
-                    cnc_broker::url::redact(db)
-                )));
-            }
+        }
+        DatabaseBackend::Sqlite(path) => {
             if !path.exists() {
                 return Err(Failure::nothing(format!(
                     "no database at {} (start `celery-cnc run` first)",
                     path.display()
                 )));
             }
-            let mut cfg = SqliteConfig::new(path);
+            let mut cfg = SqliteConfig::new(&path);
             cfg.read_only = true;
             Arc::new(
                 SqliteStore::open(cfg)
                     .with_context(|| format!("opening the database {}", path.display()))?,
             )
-        };
+        }
+        DatabaseBackend::Memory => {
+            return Err(Failure::usage(
+                "memory:// lives inside the running service; query it through its web API",
+            ));
+        }
+    };
     store.initialize().await.context("reading the database")?;
     Ok(store)
 }
@@ -96,7 +130,7 @@ fn time(ts: f64) -> String {
 
 /// `celery-cnc tasks`.
 pub async fn tasks(args: TasksArgs) -> CmdResult {
-    let store = open(&args.db.db).await?;
+    let store = open(&args.db).await?;
     let filter = TaskFilter {
         states: args.states,
         worker: args.worker,
@@ -138,7 +172,7 @@ pub async fn tasks(args: TasksArgs) -> CmdResult {
 
 /// `celery-cnc workers`.
 pub async fn workers(args: DbArgs) -> CmdResult {
-    let store = open(&args.db).await?;
+    let store = open(&args).await?;
     let now = cnc_core::now();
     let mut list = store.workers().await.context("listing workers")?;
     for w in &mut list {

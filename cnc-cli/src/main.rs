@@ -70,7 +70,7 @@ mod history;
 mod run;
 mod table;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::exit::{CmdResult, Failure};
 
@@ -79,9 +79,10 @@ Exit codes: 0 success; 1 runtime failure (broker, backend or store failing, \
 or a worker answered with an error); 2 bad usage or invalid configuration; \
 3 nothing to show (no worker replied, no result, too few events).";
 
-/// Command-and-control for Celery clusters.
+/// Command-and-control for Celery clusters: run the service, inspect and
+/// control workers, query the stored history.
 #[derive(Debug, Parser)]
-#[command(name = "celery-cnc", version, about, after_help = EXIT_CODES)]
+#[command(name = "celery-cnc", version, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -124,7 +125,11 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Every subcommand's --help ends with the exit codes too.
+    let matches = Cli::command()
+        .mut_subcommands(|c| c.after_help(EXIT_CODES))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `run` logs through the service's own log controller (files under
     // `logging.directory`, and stderr); the one-shot commands only warn.
     if !matches!(cli.command, Command::Run(_)) {
