@@ -72,7 +72,7 @@ async fn counters_move_with_real_workers() {
 
     // Messages waiting in a queue no worker consumes show as depth. Sent by
     // Celery itself, so task-sent events name the queue.
-    let env = vec![("CNC_BROKER".to_owned(), url.clone())];
+    let env = [("CNC_BROKER".to_owned(), url.clone())];
     tokio::task::spawn_blocking(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         cnc_testsupport::run_python(

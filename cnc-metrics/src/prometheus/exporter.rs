@@ -37,6 +37,9 @@ pub struct QueueStat {
     pub processes: Option<u64>,
 }
 
+/// Reads one counter of a listener snapshot.
+type CounterOf = fn(&cnc_broker::StreamCounters) -> u64;
+
 /// Where the self-metrics come from, attached by the component.
 #[derive(Debug, Default, Clone)]
 struct Sources {
@@ -325,10 +328,10 @@ impl PrometheusExporter {
                     *st.flower.prefetched.entry(key).or_default() -= 1.0;
                 }
             }
-            TaskEventKind::Succeeded | TaskEventKind::Failed => {
-                if u.info.started.is_some() && u.info.received.is_some() {
-                    st.flower.prefetch_time.insert(key, 0.0);
-                }
+            TaskEventKind::Succeeded | TaskEventKind::Failed
+                if u.info.started.is_some() && u.info.received.is_some() =>
+            {
+                st.flower.prefetch_time.insert(key, 0.0);
             }
             _ => {}
         }
@@ -387,15 +390,13 @@ impl PrometheusExporter {
                         .observe(b, rt);
                 }
             }
-            TaskEventKind::Started => {
-                if u.info.sent.is_some() {
-                    if let Some(w) = queue_wait(&u.info) {
-                        st.ce
-                            .queue_wait
-                            .entry(key)
-                            .or_insert_with(|| Histogram::new(QUEUE_WAIT_BUCKETS.len()))
-                            .observe(&QUEUE_WAIT_BUCKETS, w);
-                    }
+            TaskEventKind::Started if u.info.sent.is_some() => {
+                if let Some(w) = queue_wait(&u.info) {
+                    st.ce
+                        .queue_wait
+                        .entry(key)
+                        .or_insert_with(|| Histogram::new(QUEUE_WAIT_BUCKETS.len()))
+                        .observe(&QUEUE_WAIT_BUCKETS, w);
                 }
             }
             _ => {}
@@ -662,7 +663,7 @@ impl PrometheusExporter {
     fn render_self(&self, st: &State, src: &Sources, w: &mut TextWriter) {
         let snaps: Vec<(&Label, cnc_broker::StreamCounters)> =
             src.brokers.iter().map(|(b, s)| (b, s.snapshot())).collect();
-        let per_broker: [(&str, &str, fn(&cnc_broker::StreamCounters) -> u64); 4] = [
+        let per_broker: [(&str, &str, CounterOf); 4] = [
             (
                 "celery_cnc_broker_messages_received_total",
                 "Event messages read from the broker.",
