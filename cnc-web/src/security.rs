@@ -87,7 +87,7 @@ pub fn host_allowed(state: &WebState, host: &str) -> bool {
         }
         names.push(host_only(a));
     }
-    names.iter().any(|n| *n == h)
+    names.contains(&h)
 }
 
 enum Auth {
