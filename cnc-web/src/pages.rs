@@ -489,16 +489,17 @@ pub(crate) async fn task_partial(State(s): State<WebState>, Path(id): Path<Strin
 }
 
 fn pool_of(info: Option<&Value>) -> String {
+    // The live process count (it follows pool_grow/shrink), else the limit.
     let stats = info.and_then(|i| i.get("stats"));
     match stats
-        .and_then(|s| s.pointer("/pool/max-concurrency"))
-        .and_then(Value::as_u64)
+        .and_then(|s| s.pointer("/pool/processes"))
+        .and_then(Value::as_array)
     {
-        Some(n) => n.to_string(),
+        Some(p) => p.len().to_string(),
         None => stats
-            .and_then(|s| s.pointer("/pool/processes"))
-            .and_then(Value::as_array)
-            .map(|p| p.len().to_string())
+            .and_then(|s| s.pointer("/pool/max-concurrency"))
+            .and_then(Value::as_u64)
+            .map(|n| n.to_string())
             .unwrap_or_default(),
     }
 }
