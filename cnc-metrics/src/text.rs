@@ -51,6 +51,7 @@ impl Kind {
 #[derive(Debug, Default)]
 pub struct TextWriter {
     out: String,
+    hist: HistNames,
 }
 
 impl TextWriter {
@@ -58,6 +59,7 @@ impl TextWriter {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             out: String::with_capacity(capacity),
+            hist: HistNames::default(),
         }
     }
 
@@ -94,29 +96,11 @@ impl TextWriter {
         extra: Option<(&str, &str)>,
         value: f64,
     ) {
-        self.out.push_str(name);
-        if !labels.is_empty() || extra.is_some() {
-            self.out.push('{');
-            let mut first = true;
-            for (k, v) in labels.iter().chain(extra.as_ref()) {
-                if !first {
-                    self.out.push(',');
-                }
-                first = false;
-                self.out.push_str(k);
-                self.out.push_str("=\"");
-                self.out.push_str(v);
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        self.out.push(' ');
-        push_value(&mut self.out, value);
-        self.out.push('\n');
+        write_sample(&mut self.out, name, labels, extra, value);
     }
 
-    /// One histogram series: cumulative buckets (`bounds` with their
-    /// pre-formatted `le` values, then `+Inf`), `_sum` and `_count`.
+    /// One histogram series: cumulative buckets (`le` holds the bounds
+    /// pre-formatted; `+Inf` is added), `_sum` and `_count`.
     pub fn histogram(
         &mut self,
         name: &str,
@@ -124,24 +108,30 @@ impl TextWriter {
         le: &[String],
         hist: &Histogram,
     ) {
-        let bucket = Suffixed::new(name, "_bucket");
+        if self.hist.name != name {
+            self.hist = HistNames::new(name);
+        }
+        let n = &self.hist;
         let mut cumulative = 0u64;
         for (i, le) in le.iter().enumerate() {
             cumulative += hist.counts.get(i).copied().unwrap_or(0);
-            self.sample_with(bucket.get(), labels, Some(("le", le)), cumulative as f64);
+            write_sample(
+                &mut self.out,
+                &n.bucket,
+                labels,
+                Some(("le", le)),
+                cumulative as f64,
+            );
         }
-        self.sample_with(
-            bucket.get(),
+        write_sample(
+            &mut self.out,
+            &n.bucket,
             labels,
             Some(("le", "+Inf")),
             hist.count as f64,
         );
-        self.sample(Suffixed::new(name, "_sum").get(), labels, hist.sum);
-        self.sample(
-            Suffixed::new(name, "_count").get(),
-            labels,
-            hist.count as f64,
-        );
+        write_sample(&mut self.out, &n.sum, labels, None, hist.sum);
+        write_sample(&mut self.out, &n.count, labels, None, hist.count as f64);
     }
 
     /// The text written so far.
@@ -150,21 +140,52 @@ impl TextWriter {
     }
 }
 
-/// `name` + suffix without a heap allocation for common lengths.
-struct Suffixed {
-    buf: String,
+/// The sample names of the histogram family being written.
+#[derive(Debug, Default)]
+struct HistNames {
+    name: String,
+    bucket: String,
+    sum: String,
+    count: String,
 }
 
-impl Suffixed {
-    fn new(name: &str, suffix: &str) -> Self {
-        let mut buf = String::with_capacity(name.len() + suffix.len());
-        buf.push_str(name);
-        buf.push_str(suffix);
-        Self { buf }
+impl HistNames {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
+        }
     }
-    fn get(&self) -> &str {
-        &self.buf
+}
+
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    labels: &[(&str, &str)],
+    extra: Option<(&str, &str)>,
+    value: f64,
+) {
+    out.push_str(name);
+    if !labels.is_empty() || extra.is_some() {
+        out.push('{');
+        let mut first = true;
+        for (k, v) in labels.iter().chain(extra.as_ref()) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(k);
+            out.push_str("=\"");
+            out.push_str(v);
+            out.push('"');
+        }
+        out.push('}');
     }
+    out.push(' ');
+    push_value(out, value);
+    out.push('\n');
 }
 
 /// Write a sample value the way Prometheus parses it.

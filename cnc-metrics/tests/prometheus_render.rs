@@ -240,6 +240,23 @@ fn every_family_renders_and_passes_promtool() {
 }
 
 #[test]
+fn otel_counters_are_served_when_attached() {
+    let ex = PrometheusExporter::new(&PrometheusConfig::default());
+    let otel = cnc_metrics::OtelExporter::new(&cnc_model::config::OpenTelemetryConfig::default());
+    let stats = otel.stats();
+    stats
+        .spans_dropped
+        .store(7, std::sync::atomic::Ordering::Relaxed);
+    ex.attach_otel(stats);
+    let text = ex.render();
+    promtool_check(&text);
+    assert_eq!(
+        sample(&text, "celery_cnc_otel_spans_dropped_total"),
+        Some(7.0)
+    );
+}
+
+#[test]
 fn flags_switch_families() {
     let cfg = PrometheusConfig {
         flower_compat: false,

@@ -12,6 +12,7 @@ use cnc_model::exporter::Exporter;
 use cnc_model::{Event, TaskEventKind, TaskState, Timestamp, WorkerEventKind};
 use parking_lot::Mutex;
 
+use crate::OtelStats;
 use crate::core::{CoreAggregates, QUEUE_WAIT_BUCKETS, WRITE_BUCKETS, queue_wait};
 use crate::text::{Histogram, Kind, TextWriter, clean_bounds, format_le};
 use crate::track::{Label, Update, exception_class, host_of};
@@ -43,6 +44,7 @@ type CounterOf = fn(&cnc_broker::StreamCounters) -> u64;
 /// Where the self-metrics come from, attached by the component.
 #[derive(Debug, Default, Clone)]
 struct Sources {
+    otel: Option<Arc<OtelStats>>,
     brokers: Vec<(Label, Arc<StreamStats>)>,
     bus: Option<EventBus>,
     status: Option<StatusBoard>,
@@ -207,6 +209,13 @@ impl PrometheusExporter {
         let mut s = self.sources.lock();
         s.bus = Some(bus);
         s.status = Some(status);
+    }
+
+    /// Also serve the OpenTelemetry exporter's counters (spans exported,
+    /// dropped, …), so OTLP drops are visible even when the OTLP endpoint
+    /// is what is down.
+    pub fn attach_otel(&self, stats: Arc<OtelStats>) {
+        self.sources.lock().otel = Some(stats);
     }
 
     /// Replace the queue figures of `app` (from the refresh task).
@@ -795,6 +804,41 @@ impl PrometheusExporter {
             &[("exporter", "prometheus")],
             st.core.tracker.evicted as f64,
         );
+        if let Some(o) = &src.otel {
+            let get = |c: &std::sync::atomic::AtomicU64| {
+                c.load(std::sync::atomic::Ordering::Relaxed) as f64
+            };
+            for (name, help, v) in [
+                (
+                    "celery_cnc_otel_spans_finished_total",
+                    "Task spans finished.",
+                    &o.spans_finished,
+                ),
+                (
+                    "celery_cnc_otel_spans_exported_total",
+                    "Task spans the OTLP endpoint accepted.",
+                    &o.spans_exported,
+                ),
+                (
+                    "celery_cnc_otel_spans_dropped_total",
+                    "Task spans dropped (export queue full or export failed).",
+                    &o.spans_dropped,
+                ),
+                (
+                    "celery_cnc_otel_spans_evicted_total",
+                    "Open spans forgotten because too many tasks were unfinished.",
+                    &o.spans_evicted,
+                ),
+                (
+                    "celery_cnc_otel_export_errors_total",
+                    "Failed OTLP export requests.",
+                    &o.export_errors,
+                ),
+            ] {
+                w.family(name, Kind::Counter, help);
+                w.sample(name, &[], get(v));
+            }
+        }
         if let Some(status) = &src.status {
             let all = status.all();
             w.family(

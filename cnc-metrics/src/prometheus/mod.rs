@@ -160,8 +160,9 @@ impl Component for PrometheusComponent {
                         conns.spawn(async move {
                             let io = hyper_util::rt::TokioIo::new(stream);
                             let svc = hyper::service::service_fn(move |req| {
-                                let resp = respond(&req, &ex, &path);
-                                async move { Ok::<_, Infallible>(resp) }
+                                let ex = ex.clone();
+                                let path = path.clone();
+                                async move { Ok::<_, Infallible>(respond(&req, ex, &path).await) }
                             });
                             if let Err(e) = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(io, svc)
@@ -208,9 +209,9 @@ impl Component for PrometheusComponent {
 }
 
 /// Answer one HTTP request.
-fn respond<B>(
+async fn respond<B>(
     req: &Request<B>,
-    exporter: &PrometheusExporter,
+    exporter: Arc<PrometheusExporter>,
     path: &str,
 ) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, ctype: &'static str, body: String| {
@@ -230,7 +231,21 @@ fn respond<B>(
         );
     }
     match *req.method() {
-        Method::GET => reply(StatusCode::OK, CONTENT_TYPE, exporter.render()),
+        Method::GET => {
+            // A large scrape takes milliseconds of CPU: keep it off the
+            // runtime's worker threads.
+            match tokio::task::spawn_blocking(move || exporter.render()).await {
+                Ok(text) => reply(StatusCode::OK, CONTENT_TYPE, text),
+                Err(e) => {
+                    tracing::error!(error = %e, "rendering the scrape");
+                    reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain; charset=utf-8",
+                        "rendering failed\n".into(),
+                    )
+                }
+            }
+        }
         Method::HEAD => reply(StatusCode::OK, CONTENT_TYPE, String::new()),
         _ => reply(
             StatusCode::METHOD_NOT_ALLOWED,
