@@ -23,6 +23,28 @@ fn start_run(broker: &str, db: &std::path::Path, extra: &[&str]) -> Child {
         .expect("start celery-cnc run")
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A plain HTTP/1.1 GET; the whole response, or `None` when not listening.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 fn interrupt(mut child: Child) {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
@@ -68,8 +90,22 @@ fn run_stores_real_worker_history_that_survives_restart_and_purge() {
     let _worker = CeleryWorker::start(opts).expect("celery worker");
     let db = tempfile::tempdir().expect("tmp").keep().join("cnc.db");
 
-    let run = start_run(&url, &db, &[]);
+    // With the exporters compiled in, `--prometheus` serves metrics.
+    let port = free_port();
+    let prometheus = format!("127.0.0.1:{port}");
+    let extra: Vec<&str> = if cfg!(feature = "metrics") {
+        vec!["--prometheus", &prometheus]
+    } else {
+        vec![]
+    };
+    let run = start_run(&url, &db, &extra);
     std::thread::sleep(Duration::from_secs(2));
+    if cfg!(feature = "metrics") {
+        let page = wait_for(Duration::from_secs(20), || http_get(port, "/metrics"))
+            .expect("the Prometheus page");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("celery_cnc_"), "{page}");
+    }
     let script = r#"
 from cnc_testapp import app
 ok = app.send_task('cnc.add', (2, 3))
