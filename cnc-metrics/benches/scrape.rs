@@ -2,10 +2,11 @@
 //!
 //! Run with: `cargo bench -p cnc-metrics --bench scrape`
 //!
-//! * Scrape: 1,000 task names x 50 workers, p50/p99 of `render()` with
-//!   (a) every (name, worker) pair seen (worst case: each worker runs every
-//!   task) and (b) each name on 5 of the 50 workers (queues served by
-//!   subsets), Flower and celery-exporter names on.
+//! * Scrape: 1,000 task names x 50 workers, p50/p99 of `render()`, for
+//!   each flag set, with each name run by 1 or 5 of the 50 workers (queues
+//!   served by subsets) or by all 50 (worst case: every pair seen). Flower's
+//!   and celery-exporter's families are per (worker, task), so their size
+//!   is the number of pairs seen, not names + workers.
 //! * Observe: events/s and ns/event of `observe_batch` for the Prometheus
 //!   exporter, the OpenTelemetry exporter, and both.
 
@@ -74,9 +75,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn scrape(label: &str, workers_per_name: usize) {
+fn scrape(
+    label: &str,
+    workers_per_name: usize,
+    flower: bool,
+    celery_exporter: bool,
+    rounds: usize,
+) {
     let cfg = PrometheusConfig {
-        celery_exporter_compat: true,
+        flower_compat: flower,
+        celery_exporter_compat: celery_exporter,
         ..PrometheusConfig::default()
     };
     let ex = PrometheusExporter::new(&cfg);
@@ -98,7 +106,6 @@ fn scrape(label: &str, workers_per_name: usize) {
     let first = ex.render();
     let series = first.lines().filter(|l| !l.starts_with('#')).count();
     let mut times = Vec::new();
-    let rounds = 60;
     for _ in 0..rounds {
         let t = Instant::now();
         let text = ex.render();
@@ -133,8 +140,42 @@ fn observe_rate(label: &str, exporters: &[&dyn Exporter], batches: &[WrittenBatc
 }
 
 fn main() {
-    scrape("every pair seen (worst case)", WORKERS);
-    scrape("each name on 5 workers", 5);
+    scrape(
+        "celery_cnc only, each name on 5 workers",
+        5,
+        false,
+        false,
+        200,
+    );
+    scrape(
+        "celery_cnc only, every pair seen",
+        WORKERS,
+        false,
+        false,
+        200,
+    );
+    scrape(
+        "defaults (celery_cnc + Flower), each name on 1 worker",
+        1,
+        true,
+        false,
+        100,
+    );
+    scrape(
+        "defaults (celery_cnc + Flower), each name on 5 workers",
+        5,
+        true,
+        false,
+        60,
+    );
+    scrape("all three sets, each name on 5 workers", 5, true, true, 60);
+    scrape(
+        "all three sets, every pair seen (worst case)",
+        WORKERS,
+        true,
+        true,
+        10,
+    );
 
     // Observe: 50,000 tasks (200,000 events) in batches of 1,000.
     let now = cnc_model::now();

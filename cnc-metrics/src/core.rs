@@ -1,14 +1,12 @@
 //! The `celery_cnc_*` task and worker aggregates, shared by both exporters
 //! (Prometheus renders them as text, OpenTelemetry as OTLP metrics).
 
-use std::collections::HashMap;
-
 use cnc_model::{
     Event, TaskEvent, TaskEventKind, TaskState, Timestamp, WorkerEvent, WorkerEventKind,
 };
 
 use crate::text::Histogram;
-use crate::track::{Interner, Label, NamePolicy, TaskInfo, Tracker, Update};
+use crate::track::{Interner, Label, LabelMap, NamePolicy, TaskInfo, Tracker, Update};
 
 /// Buckets of queue wait times, seconds (celery-exporter's defaults).
 pub(crate) const QUEUE_WAIT_BUCKETS: [f64; 14] = [
@@ -56,15 +54,15 @@ pub(crate) struct CoreAggregates {
     pub tracker: Tracker,
     pub runtime_bounds: Vec<f64>,
     /// Tasks that entered each state, by (name, state).
-    pub tasks_total: HashMap<(Label, TaskState), u64>,
+    pub tasks_total: LabelMap<(Label, TaskState), u64>,
     /// Unfinished tasks by (name, state).
-    pub in_progress: HashMap<(Label, TaskState), i64>,
+    pub in_progress: LabelMap<(Label, TaskState), i64>,
     /// Runtime of succeeded tasks by name.
-    pub runtime: HashMap<Label, Histogram>,
+    pub runtime: LabelMap<Label, Histogram>,
     /// Queue wait (sent, else received, to started) by (name, queue).
-    pub queue_wait: HashMap<(Label, Label), Histogram>,
+    pub queue_wait: LabelMap<(Label, Label), Histogram>,
     /// Workers by escaped hostname.
-    pub workers: HashMap<Label, WorkerStat>,
+    pub workers: LabelMap<Label, WorkerStat>,
     /// Events observed.
     pub events_observed: u64,
     scratch: Vec<TaskInfo>,
@@ -77,11 +75,11 @@ impl CoreAggregates {
             labels: Interner::default(),
             tracker: Tracker::new(capacity),
             runtime_bounds,
-            tasks_total: HashMap::new(),
-            in_progress: HashMap::new(),
-            runtime: HashMap::new(),
-            queue_wait: HashMap::new(),
-            workers: HashMap::new(),
+            tasks_total: LabelMap::default(),
+            in_progress: LabelMap::default(),
+            runtime: LabelMap::default(),
+            queue_wait: LabelMap::default(),
+            workers: LabelMap::default(),
             events_observed: 0,
             scratch: Vec::new(),
         }

@@ -197,9 +197,32 @@ fn push_value(out: &mut String, v: f64) {
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
+        push_int(out, v as i64);
     } else {
         let _ = write!(out, "{v}");
+    }
+}
+
+/// Decimal digits without the formatting machinery (most samples are
+/// counts).
+fn push_int(out: &mut String, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let neg = v < 0;
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if neg {
+        out.push('-');
+    }
+    for b in &buf[i..] {
+        out.push(char::from(*b));
     }
 }
 
@@ -271,7 +294,11 @@ mod tests {
         push_value(&mut s, 0.25);
         s.push(' ');
         push_value(&mut s, f64::INFINITY);
-        assert_eq!(s, "3 0.25 +Inf");
+        s.push(' ');
+        push_value(&mut s, -120.0);
+        s.push(' ');
+        push_value(&mut s, 0.0);
+        assert_eq!(s, "3 0.25 +Inf -120 0");
         assert_eq!(format_le(1.0), "1.0");
         assert_eq!(format_le(0.005), "0.005");
     }

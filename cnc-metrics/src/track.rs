@@ -15,8 +15,81 @@ use cnc_model::{TaskEvent, TaskEventKind, TaskState, Timestamp};
 
 use crate::text::escape_label;
 
-/// An escaped label value, shared between series.
-pub(crate) type Label = Arc<str>;
+/// An escaped label value, shared between series. Interned: two labels
+/// from the same [`Interner`] are equal exactly when they are the same
+/// allocation, so hashing and comparing use the pointer, not the text (the
+/// aggregate maps are keyed by tuples of labels and hashed per event).
+#[derive(Debug, Clone)]
+pub(crate) struct Label(Arc<str>);
+
+impl Label {
+    /// A label outside any interner (compared by pointer like the others,
+    /// so only use it where it is not a map key shared with interned ones).
+    pub(crate) fn new(escaped: String) -> Self {
+        Self(escaped.into())
+    }
+
+    fn shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Label {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(Arc::as_ptr(&self.0).cast::<u8>() as usize);
+    }
+}
+
+/// A fast hasher for maps keyed by [`Label`] pointers and small integers
+/// (FxHash's multiply-rotate). Not for keys an outsider chooses freely.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Maps keyed by labels.
+pub(crate) type LabelMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// Interns label values (escaped once) and applies the task-name allow-list.
 #[derive(Debug, Default)]
@@ -30,14 +103,14 @@ impl Interner {
         if let Some(l) = self.map.get(raw) {
             return l.clone();
         }
-        let l: Label = escape_label(raw).into();
+        let l = Label::new(escape_label(raw));
         self.map.insert(raw.into(), l.clone());
         l
     }
 
     /// Forget labels no series uses any more (after pruning workers).
     pub(crate) fn retain(&mut self, keep: impl Fn(&Label) -> bool) {
-        self.map.retain(|_, v| Arc::strong_count(v) > 1 || keep(v));
+        self.map.retain(|_, v| v.shared() || keep(v));
     }
 }
 

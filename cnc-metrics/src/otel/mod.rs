@@ -160,7 +160,7 @@ fn clip(s: &str) -> String {
 /// Undo Prometheus label escaping (labels are shared with the text format).
 fn raw(label: &Label) -> String {
     if !label.contains('\\') {
-        return label.to_string();
+        return String::from(&**label);
     }
     let mut out = String::with_capacity(label.len());
     let mut it = label.chars();

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::OtelStats;
 use crate::core::{CoreAggregates, QUEUE_WAIT_BUCKETS, WRITE_BUCKETS, queue_wait};
 use crate::text::{Histogram, Kind, TextWriter, clean_bounds, format_le};
-use crate::track::{Label, Update, exception_class, host_of};
+use crate::track::{Label, LabelMap, Update, exception_class, host_of};
 
 /// Unfinished tasks remembered per exporter (to label later events).
 pub(crate) const TRACKED_TASKS: usize = 100_000;
@@ -105,23 +105,23 @@ struct CeCounters {
 /// Flower's families, labelled by node name (`worker`) and task name.
 #[derive(Debug, Default)]
 struct Flower {
-    events: HashMap<(Label, Label, Label), (u64, f64)>,
-    runtime: HashMap<(Label, Label), Histogram>,
-    prefetch_time: HashMap<(Label, Label), f64>,
-    prefetched: HashMap<(Label, Label), f64>,
-    online: HashMap<Label, f64>,
-    executing: HashMap<Label, f64>,
+    events: LabelMap<(Label, Label, Label), (u64, f64)>,
+    runtime: LabelMap<(Label, Label), Histogram>,
+    prefetch_time: LabelMap<(Label, Label), f64>,
+    prefetched: LabelMap<(Label, Label), f64>,
+    online: LabelMap<Label, f64>,
+    executing: LabelMap<Label, f64>,
 }
 
 /// celery-exporter's families, labelled by host (part after `@`).
 #[derive(Debug, Default)]
 struct CeleryExporter {
-    tasks: HashMap<(Label, Label, Label), CeCounters>,
-    failed: HashMap<(Label, Label, Label, Label), u64>,
-    runtime: HashMap<(Label, Label, Label), Histogram>,
-    queue_wait: HashMap<(Label, Label, Label), Histogram>,
-    worker_up: HashMap<Label, f64>,
-    worker_active: HashMap<Label, f64>,
+    tasks: LabelMap<(Label, Label, Label), CeCounters>,
+    failed: LabelMap<(Label, Label, Label, Label), u64>,
+    runtime: LabelMap<(Label, Label, Label), Histogram>,
+    queue_wait: LabelMap<(Label, Label, Label), Histogram>,
+    worker_up: LabelMap<Label, f64>,
+    worker_active: LabelMap<Label, f64>,
 }
 
 #[derive(Debug)]
@@ -130,12 +130,12 @@ struct State {
     flower: Flower,
     ce: CeleryExporter,
     /// Every node seen (workers and clients): last local time.
-    nodes: HashMap<Label, Timestamp>,
+    nodes: LabelMap<Label, Timestamp>,
     queues: HashMap<String, Vec<QueueStat>>,
     /// Queues named in task-sent events (bounded).
     sent_queues: HashSet<String>,
-    queue_refresh_errors: HashMap<Label, u64>,
-    queue_refreshed_at: HashMap<Label, Timestamp>,
+    queue_refresh_errors: LabelMap<Label, u64>,
+    queue_refreshed_at: LabelMap<Label, Timestamp>,
     batches: u64,
     events_written: u64,
     write_seconds: Histogram,
@@ -178,11 +178,11 @@ impl PrometheusExporter {
                 core: CoreAggregates::new(bounds, config.task_names.as_deref(), TRACKED_TASKS),
                 flower: Flower::default(),
                 ce: CeleryExporter::default(),
-                nodes: HashMap::new(),
+                nodes: LabelMap::default(),
                 queues: HashMap::new(),
                 sent_queues: HashSet::new(),
-                queue_refresh_errors: HashMap::new(),
-                queue_refreshed_at: HashMap::new(),
+                queue_refresh_errors: LabelMap::default(),
+                queue_refreshed_at: LabelMap::default(),
                 batches: 0,
                 events_written: 0,
                 write_seconds: Histogram::new(WRITE_BUCKETS.len()),
@@ -200,7 +200,7 @@ impl PrometheusExporter {
         if s.brokers.iter().any(|(_, st)| Arc::ptr_eq(st, &stats)) {
             return;
         }
-        let label: Label = crate::text::escape_label(broker).into();
+        let label = Label::new(crate::text::escape_label(broker));
         s.brokers.push((label, stats));
     }
 
