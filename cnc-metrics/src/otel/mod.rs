@@ -117,6 +117,8 @@ struct OtelState {
 pub struct OtelExporter {
     state: Mutex<OtelState>,
     stats: Arc<OtelStats>,
+    /// Spans taken from the queue whose export has not finished.
+    in_flight: AtomicU64,
     max_queue: usize,
     started_at: Timestamp,
     resource: Resource,
@@ -205,6 +207,7 @@ impl OtelExporter {
                 lagged: 0,
             }),
             stats: Arc::new(OtelStats::default()),
+            in_flight: AtomicU64::new(0),
             max_queue: cap,
             started_at: cnc_model::now(),
             resource: Resource {
@@ -758,7 +761,10 @@ impl OtelComponent {
 /// [`SPANS_PER_REQUEST`]) and, when `metrics`, the metrics.
 async fn flush(exporter: &OtelExporter, transport: &mut Transport, metrics: bool) {
     while let Some((req, n)) = exporter.take_spans(SPANS_PER_REQUEST) {
-        match transport.export_traces(req).await {
+        exporter.in_flight.store(n as u64, Ordering::Relaxed);
+        let result = transport.export_traces(req).await;
+        exporter.in_flight.store(0, Ordering::Relaxed);
+        match result {
             Ok(()) => {
                 exporter
                     .stats
@@ -858,8 +864,16 @@ impl Component for OtelComponent {
                 },
             }
         };
+        // The export task may be inside a request to a black-holed
+        // endpoint: stop it where it is (its spans stay queued).
         stop_export.cancel();
+        export.abort();
         let _ = export.await;
+        let lost = exporter.in_flight.swap(0, Ordering::Relaxed);
+        exporter
+            .stats
+            .spans_dropped
+            .fetch_add(lost, Ordering::Relaxed);
         // Last flush, bounded: a dead endpoint must not hold up shutdown.
         let _ = tokio::time::timeout(
             Duration::from_secs(3),
