@@ -140,6 +140,14 @@ fn observe_rate(label: &str, exporters: &[&dyn Exporter], batches: &[WrittenBatc
 }
 
 fn main() {
+    // `CNC_BENCH_OBSERVE_ONLY=1` skips the scrapes (for profiling observe).
+    if std::env::var_os("CNC_BENCH_OBSERVE_ONLY").is_none() {
+        scrapes();
+    }
+    observes();
+}
+
+fn scrapes() {
     scrape(
         "celery_cnc only, each name on 5 workers",
         5,
@@ -176,7 +184,9 @@ fn main() {
         true,
         10,
     );
+}
 
+fn observes() {
     // Observe: 50,000 tasks (200,000 events) in batches of 1,000.
     let now = cnc_model::now();
     let mut all = Vec::new();
