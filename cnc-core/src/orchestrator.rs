@@ -477,6 +477,7 @@ async fn supervise(
             s.up_since = Some(cnc_model::now());
             s.info = info;
         });
+        tracing::info!(target: TARGET, component = %name, "started");
         let started = std::time::Instant::now();
         let outcome = AssertUnwindSafe(component.run(token.clone()))
             .catch_unwind()

@@ -1,0 +1,1 @@
+//! Examples live next to this crate's Cargo.toml; this library is empty.
