@@ -475,7 +475,7 @@ async fn browser_drives_the_ui_against_real_workers() {
                 return Some(());
             }
             // The page shows what the last inspect said; ask again.
-            let _ = c.goto(&c.current_url().await.ok()?.to_string()).await;
+            let _ = c.goto(c.current_url().await.ok()?.as_ref()).await;
             None
         }
     })
