@@ -56,7 +56,7 @@ mod track;
 
 pub use error::{ErrorKind, MetricsError, MetricsResult};
 pub use otel::{OtelComponent, OtelExporter, OtelStats};
-pub use prometheus::{PrometheusComponent, PrometheusExporter, QueueStat};
+pub use prometheus::{PrometheusComponent, PrometheusExporter, QueueStat, Scrape};
 
 /// The message of `e` and each of its causes, `: `-joined.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {

@@ -63,6 +63,17 @@ impl TextWriter {
         }
     }
 
+    /// A writer reusing `buf`'s allocation (its content is cleared), with
+    /// room for at least `capacity` bytes.
+    pub fn with_buffer(mut buf: String, capacity: usize) -> Self {
+        buf.clear();
+        buf.reserve(capacity);
+        Self {
+            out: buf,
+            hist: HistNames::default(),
+        }
+    }
+
     /// The `# HELP` and `# TYPE` lines of a family.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
         self.out.push_str("# HELP ");

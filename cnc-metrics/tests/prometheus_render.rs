@@ -270,6 +270,12 @@ fn flags_switch_families() {
     promtool_check(&text);
     assert!(has(&text, "celery_cnc_tasks_total{"));
     assert!(!text.contains("flower_"), "{text}");
+    // The pooled render (what the endpoint serves) writes the same text,
+    // also when reusing a returned buffer.
+    let ex = std::sync::Arc::new(ex);
+    for _ in 0..3 {
+        assert_eq!(ex.render_pooled().as_str(), text);
+    }
     assert!(!text.contains("celery_task_"), "{text}");
 
     let ex = PrometheusExporter::new(&PrometheusConfig::default());

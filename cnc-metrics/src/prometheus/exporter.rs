@@ -143,6 +143,41 @@ struct State {
     last_size: usize,
 }
 
+/// Scrape buffers kept for reuse.
+const POOLED_BUFFERS: usize = 2;
+
+/// One scrape's text (see [`PrometheusExporter::render_pooled`]); its
+/// buffer goes back to the exporter when dropped.
+#[derive(Debug)]
+pub struct Scrape {
+    text: String,
+    home: std::sync::Weak<PrometheusExporter>,
+}
+
+impl Scrape {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsRef<[u8]> for Scrape {
+    fn as_ref(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+impl Drop for Scrape {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            let mut pool = home.pool.lock();
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(std::mem::take(&mut self.text));
+            }
+        }
+    }
+}
+
 /// Prometheus aggregates and scrape text; an [`Exporter`].
 ///
 /// `observe` updates in-memory maps under one short lock; `render` writes
@@ -160,6 +195,7 @@ pub struct PrometheusExporter {
     write_le: Vec<String>,
     state: Mutex<State>,
     sources: Mutex<Sources>,
+    pool: Mutex<Vec<String>>,
 }
 
 impl PrometheusExporter {
@@ -190,6 +226,7 @@ impl PrometheusExporter {
                 last_size: 4096,
             }),
             sources: Mutex::new(Sources::default()),
+            pool: Mutex::new(Vec::new()),
         }
     }
 
@@ -456,13 +493,29 @@ impl PrometheusExporter {
         self.render_at(cnc_model::now())
     }
 
+    /// The scrape text in a buffer that returns to the exporter when
+    /// dropped, so the next scrape reuses its memory instead of faulting
+    /// in fresh pages (a fifth of a large scrape's time otherwise). What
+    /// the HTTP endpoint serves.
+    pub fn render_pooled(self: &Arc<Self>) -> Scrape {
+        let buf = self.pool.lock().pop().unwrap_or_default();
+        Scrape {
+            text: self.render_into(cnc_model::now(), buf),
+            home: Arc::downgrade(self),
+        }
+    }
+
     /// The scrape text as of local time `now`.
     pub fn render_at(&self, now: Timestamp) -> String {
+        self.render_into(now, String::new())
+    }
+
+    fn render_into(&self, now: Timestamp, buf: String) -> String {
         let sources = self.sources.lock().clone();
         let mut guard = self.state.lock();
         let st = &mut *guard;
         self.prune(st, now);
-        let mut w = TextWriter::with_capacity(st.last_size + st.last_size / 8);
+        let mut w = TextWriter::with_buffer(buf, st.last_size + st.last_size / 8);
         self.render_core(st, &sources, now, &mut w);
         if self.flower {
             self.render_flower(st, &mut w);

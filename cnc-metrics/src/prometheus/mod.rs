@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
-pub use exporter::{MAX_SENT_QUEUES, PrometheusExporter, QueueStat};
+pub use exporter::{MAX_SENT_QUEUES, PrometheusExporter, QueueStat, Scrape};
 
 use crate::text::CONTENT_TYPE;
 
@@ -214,8 +214,8 @@ async fn respond<B>(
     exporter: Arc<PrometheusExporter>,
     path: &str,
 ) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, ctype: &'static str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+    let reply = |status: StatusCode, ctype: &'static str, body: Bytes| {
+        let mut r = Response::new(Full::new(body));
         *r.status_mut() = status;
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -227,30 +227,30 @@ async fn respond<B>(
         return reply(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            format!("celery-cnc metrics are at {path}\n"),
+            Bytes::from(format!("celery-cnc metrics are at {path}\n")),
         );
     }
     match *req.method() {
         Method::GET => {
             // A large scrape takes milliseconds of CPU: keep it off the
             // runtime's worker threads.
-            match tokio::task::spawn_blocking(move || exporter.render()).await {
-                Ok(text) => reply(StatusCode::OK, CONTENT_TYPE, text),
+            match tokio::task::spawn_blocking(move || exporter.render_pooled()).await {
+                Ok(scrape) => reply(StatusCode::OK, CONTENT_TYPE, Bytes::from_owner(scrape)),
                 Err(e) => {
                     tracing::error!(error = %e, "rendering the scrape");
                     reply(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "text/plain; charset=utf-8",
-                        "rendering failed\n".into(),
+                        Bytes::from_static(b"rendering failed\n"),
                     )
                 }
             }
         }
-        Method::HEAD => reply(StatusCode::OK, CONTENT_TYPE, String::new()),
+        Method::HEAD => reply(StatusCode::OK, CONTENT_TYPE, Bytes::new()),
         _ => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
-            "GET only\n".into(),
+            Bytes::from_static(b"GET only\n"),
         ),
     }
 }
