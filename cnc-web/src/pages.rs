@@ -277,6 +277,9 @@ pub(crate) async fn tasks(State(s): State<WebState>, Query(pairs): Query<Pairs>)
         search => param(&pairs, "search").unwrap_or(""),
         name => param(&pairs, "name").unwrap_or(""),
         worker => param(&pairs, "worker").unwrap_or(""),
+        root_id => param(&pairs, "root_id").unwrap_or(""),
+        group_id => param(&pairs, "group_id").unwrap_or(""),
+        parent_id => param(&pairs, "parent_id").unwrap_or(""),
         states => states,
         last => param(&pairs, "last").unwrap_or(""),
         from => time("from"),
@@ -531,7 +534,23 @@ async fn workers_ctx(s: &WebState) -> WebResult<J> {
     let now = cnc_model::now();
     let store = &s.ctx().store;
     let mut rows = Vec::new();
-    for w in store.workers().await? {
+    let list = store.workers().await?;
+    // Pool size and queues come from inspect: ask (cached) when a live
+    // worker has never been inspected.
+    let live_inspect = if list
+        .iter()
+        .any(|w| w.info.is_none() && w.status_at(now) == WorkerStatus::Online)
+    {
+        s.inspect(None, false).await.ok()
+    } else {
+        None
+    };
+    for mut w in list {
+        if w.info.is_none()
+            && let Some(m) = live_inspect.as_ref().and_then(|d| d.get(&w.hostname))
+        {
+            w.info = Some(Value::Object(m.clone()));
+        }
         let failed = store
             .state_distribution(&StatsQuery {
                 worker: Some(w.hostname.clone()),

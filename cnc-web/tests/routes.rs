@@ -107,6 +107,14 @@ async fn pages_render_with_security_headers() {
     assert!(r.body.contains("/tasks/child1"));
     let r = get(&e.app, "/tasks/child1").await;
     assert!(r.body.contains("/tasks/ok1"));
+    // The workflow filter is in the form and filters.
+    let r = get(&e.app, "/tasks?root_id=ok1").await;
+    assert!(
+        r.body.contains(r#"name="root_id" value="ok1""#),
+        "root_id kept in the form"
+    );
+    let r = get(&e.app, "/partials/tasks?root_id=ok1").await;
+    assert!(r.body.contains("cnc.mul") && !r.body.contains("cnc.fail_always"));
 }
 
 #[tokio::test]
