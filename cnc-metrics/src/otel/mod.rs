@@ -667,11 +667,17 @@ fn build_span(task_id: &str, sp: OpenSpan, state: TaskState, last: &TaskEvent) -
         attrs.push(kv_str("exception.type", crate::track::exception_class(x)));
     }
     let end = last.timestamp.max(sp.start);
+    let flags = if parent.is_empty() {
+        0x100 | 1
+    } else {
+        0x100 | 0x200 | 1
+    };
     Span {
         trace_id: ids::trace_id(root).to_vec(),
         span_id: ids::span_id(task_id).to_vec(),
         parent_span_id: parent,
-        flags: 0x100 | 0x200 | 1,
+        // Sampled; a parent (another task, another process) is remote.
+        flags,
         name: sp.name.unwrap_or_else(|| "celery.task".to_owned()),
         kind: span::SpanKind::Consumer as i32,
         start_time_unix_nano: nanos(sp.start),
