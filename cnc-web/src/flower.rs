@@ -777,10 +777,18 @@ pub(crate) async fn workers(
     };
     let mut out = Map::new();
     for (host, mut info) in data {
+        // Flower keeps only truthy replies (an empty `active` list is left out).
+        info.retain(|_, v| match v {
+            Value::Null | Value::Bool(false) => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::String(s) => !s.is_empty(),
+            Value::Number(_) | Value::Bool(true) => true,
+        });
         if let Some(Value::Array(reg)) = info.get_mut("registered") {
             for e in reg.iter_mut() {
                 if let Value::String(s) = e {
-                    *s = RegisteredTask::parse(s).name;
+                    *s = flower_registered(s);
                 }
             }
         }
@@ -794,6 +802,21 @@ pub(crate) async fn workers(
         out.insert(host, Value::Object(info));
     }
     Ok(axum::Json(Value::Object(out)))
+}
+
+/// A `registered` entry as Flower shows it: Celery's default task info
+/// items (`exchange`, `routing_key`, `rate_limit`, in that order, when set).
+fn flower_registered(entry: &str) -> String {
+    let r = RegisteredTask::parse(entry);
+    let attrs: Vec<String> = ["exchange", "routing_key", "rate_limit"]
+        .iter()
+        .filter_map(|k| r.attribute(k).map(|v| format!("{k}={v}")))
+        .collect();
+    if attrs.is_empty() {
+        r.name
+    } else {
+        format!("{} [{}]", r.name, attrs.join(" "))
+    }
 }
 
 /// `GET /api/queues/length`: `{"active_queues": [{"name", "messages"}]}`.

@@ -193,7 +193,9 @@ impl WebState {
         let requests = INSPECT_METHODS.map(|m| match m {
             "stats" => ControlRequest::stats(),
             "active_queues" => ControlRequest::active_queues(),
-            "registered" => ControlRequest::registered(&["queue", "rate_limit"]),
+            "registered" => {
+                ControlRequest::registered(&["queue", "exchange", "routing_key", "rate_limit"])
+            }
             "scheduled" => ControlRequest::scheduled(),
             "active" => ControlRequest::active(),
             "reserved" => ControlRequest::reserved(),

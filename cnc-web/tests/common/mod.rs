@@ -59,7 +59,7 @@ pub fn env(cfg: FrontendConfig) -> Env {
             "ping" => json!({"ok": "pong"}),
             "stats" => json!({"pid": 42, "pool": {"max-concurrency": 2, "processes": [1, 2]}, "broker": {"hostname": "x", "alternates": []}, "total": {}}),
             "active_queues" => json!([{"name": "celery", "routing_key": "celery"}, {"name": "custom"}]),
-            "registered" => json!(["cnc.add", "cnc.on_custom [queue=custom]", "cnc.sleep"]),
+            "registered" => json!(["cnc.add [rate_limit=10/m]", "cnc.on_custom [queue=custom]", "cnc.sleep"]),
             "scheduled" | "reserved" | "revoked" => json!([]),
             "active" => json!([{"id": "running-1", "name": "cnc.sleep", "args": [5], "kwargs": {}}]),
             "conf" => json!({"task_routes": {"cnc.routed": {"queue": "routed"}}}),
