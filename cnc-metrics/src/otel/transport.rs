@@ -77,6 +77,12 @@ impl Transport {
                 })
             }
             OtlpProtocol::HttpProtobuf => {
+                // Accept a signal URL too (`…/v1/traces`): use its base.
+                let endpoint = endpoint
+                    .strip_suffix("/v1/traces")
+                    .or_else(|| endpoint.strip_suffix("/v1/metrics"))
+                    .unwrap_or(&endpoint)
+                    .to_owned();
                 let parse = |path: &str| -> MetricsResult<Uri> {
                     format!("{endpoint}{path}").parse::<Uri>().map_err(|e| {
                         MetricsError::config(format!("OTLP endpoint {endpoint:?}")).with_source(e)
@@ -219,6 +225,26 @@ fn http_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_signal_paths() {
+        for endpoint in ["http://c:4318", "http://c:4318/", "http://c:4318/v1/traces"] {
+            let c = OpenTelemetryConfig {
+                endpoint: endpoint.into(),
+                protocol: OtlpProtocol::HttpProtobuf,
+                ..OpenTelemetryConfig::default()
+            };
+            match Transport::new(&c) {
+                Ok(Transport::Http {
+                    traces, metrics, ..
+                }) => {
+                    assert_eq!(traces.to_string(), "http://c:4318/v1/traces");
+                    assert_eq!(metrics.to_string(), "http://c:4318/v1/metrics");
+                }
+                other => panic!("{endpoint}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn rejects_bad_config() {
