@@ -85,6 +85,27 @@ async fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A plain HTTP/1.1 POST with a JSON body and extra headers.
+async fn http_post(port: u16, path: &str, body: &str, headers: &str) -> (u16, String) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return (0, String::new());
+    };
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 async fn get_json(port: u16, path: &str) -> Value {
     let (status, body) = http_get(port, path).await;
     assert_eq!(status, 200, "GET {path} on port {port}: {body}");
@@ -346,5 +367,50 @@ async fn shapes_match_a_real_flower() {
     let (os, ob) = http_get(our_port, "/healthcheck").await;
     let (fs, fb) = http_get(flower_port, "/healthcheck").await;
     assert_eq!((os, ob), (fs, fb), "/healthcheck");
+
+    // Actions: the same answers from both (ours needs the CSRF token).
+    let token = get_json(our_port, "/api/v1/csrf").await["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ours_h = format!("X-CSRF-Token: {token}\r\n");
+    let post_both = |path: String, body: &'static str| {
+        let ours_h = ours_h.clone();
+        async move {
+            let (os, ob) = http_post(our_port, &path, body, &ours_h).await;
+            let (fs, fb) = http_post(flower_port, &path, body, "").await;
+            assert_eq!(os, fs, "POST {path}: ours {ob} / Flower {fb}");
+            let parse =
+                |b: &str| serde_json::from_str::<Value>(b).unwrap_or(Value::String(b.to_owned()));
+            (parse(&ob), parse(&fb))
+        }
+    };
+    for path in [
+        "/api/task/async-apply/cnc.add",
+        "/api/task/send-task/cnc.add",
+        "/api/task/apply/cnc.add",
+    ] {
+        let (o, f) = post_both(path.to_owned(), r#"{"args": [1, 2]}"#).await;
+        same_shape(path, &o, &f);
+    }
+    let path = format!("/api/task/revoke/{ok}?terminate=false");
+    let (o, f) = post_both(path.clone(), "").await;
+    assert_eq!(o, f, "{path}");
+    let path = format!("/api/worker/pool/grow/{node}?n=1");
+    let (o, f) = post_both(path.clone(), "").await;
+    assert_eq!(o, f, "{path}");
+    let path = format!("/api/worker/pool/shrink/{node}?n=1");
+    let (o, f) = post_both(path.clone(), "").await;
+    assert_eq!(o, f, "{path}");
+    for path in [
+        format!("/api/worker/queue/add-consumer/{node}?queue=extra"),
+        format!("/api/worker/queue/cancel-consumer/{node}?queue=extra"),
+        format!("/api/task/rate-limit/cnc.add?workername={node}&ratelimit=5/m"),
+        format!("/api/task/timeout/cnc.sleep?workername={node}&soft=5&hard=10"),
+        format!("/api/worker/pool/autoscale/{node}?min=1&max=2"),
+    ] {
+        let (o, f) = post_both(path.clone(), "").await;
+        same_shape(&path, &o, &f);
+    }
     drop(flower);
 }
