@@ -32,12 +32,17 @@ fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 GET; the whole response, or `None` when not listening.
 fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_with(port, path, "")
+}
+
+/// [`http_get`] with extra header lines (each ending in `\r\n`).
+fn http_get_with(port: u16, path: &str, headers: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = String::new();
@@ -198,4 +203,39 @@ fn an_unreachable_broker_is_one_readable_line() {
         !err.contains("panicked") && !err.contains("hunter2"),
         "{err}"
     );
+}
+
+/// `--port` and `--basic-auth` reach the web UI: the API answers 401
+/// without the password and 200 with it.
+#[cfg(feature = "web")]
+#[test]
+fn run_serves_the_web_ui_behind_basic_auth() {
+    let redis = RedisDb::acquire().expect("redis db");
+    let db = tempfile::tempdir().expect("tmp").keep().join("web.db");
+    let port = free_port();
+    let port_arg = port.to_string();
+    let child = Command::new(BIN)
+        .args(["run", "--broker", &redis.url(), "--port", &port_arg])
+        .args(["--basic-auth", "admin:secret", "--db"])
+        .arg(&db)
+        .env("CELERY_CNC__LOGGING", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start celery-cnc run");
+    let denied = wait_for(Duration::from_secs(30), || {
+        http_get(port, "/api/components")
+    })
+    .expect("the web UI answers");
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    // base64("admin:secret")
+    let ok = http_get_with(
+        port,
+        "/api/components",
+        "Authorization: Basic YWRtaW46c2VjcmV0\r\n",
+    )
+    .expect("response");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    interrupt(child);
 }
