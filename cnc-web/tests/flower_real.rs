@@ -36,6 +36,9 @@ fn flower_python() -> std::path::PathBuf {
         return python;
     }
     let lock = std::fs::File::create(target_dir().join("celery-venv.lock")).expect("lock file");
+    // The same lock file `celery_venv` takes (testsupport builds with the
+    // toolchain of the workspace, which has `File::lock`).
+    #[allow(clippy::incompatible_msrv)]
     lock.lock().expect("lock");
     if !std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == FLOWER) {
         let out = Command::new(&python)
