@@ -363,6 +363,8 @@ print(' '.join(ids))
         "celery_cnc.workers.online",
         "celery_cnc.worker.tasks.active",
         "celery_cnc.otel.spans.dropped",
+        "celery_cnc.component.up",
+        "celery_cnc.bus.lagged_messages",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }

@@ -23,7 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cnc_model::bus::{BusMessage, EventBus, WrittenBatch};
 use cnc_model::component::{
-    CancellationToken, Component, ComponentError, ComponentInfo, ComponentResult, Context, Link,
+    CancellationToken, Component, ComponentError, ComponentInfo, ComponentResult, ComponentState,
+    Context, Link, StatusBoard,
 };
 use cnc_model::config::{OpenTelemetryConfig, OtlpProtocol};
 use cnc_model::exporter::Exporter;
@@ -119,6 +120,8 @@ pub struct OtelExporter {
     stats: Arc<OtelStats>,
     /// Spans taken from the queue whose export has not finished.
     in_flight: AtomicU64,
+    /// Bus totals and component statuses, attached at build.
+    service: Mutex<Option<(EventBus, StatusBoard)>>,
     max_queue: usize,
     started_at: Timestamp,
     resource: Resource,
@@ -208,6 +211,7 @@ impl OtelExporter {
             }),
             stats: Arc::new(OtelStats::default()),
             in_flight: AtomicU64::new(0),
+            service: Mutex::new(None),
             max_queue: cap,
             started_at: cnc_model::now(),
             resource: Resource {
@@ -561,6 +565,42 @@ impl OtelExporter {
                 )],
             ),
         ];
+        if let Some((bus, status)) = self.service.lock().clone() {
+            metrics.push(sum(
+                "celery_cnc.bus.published",
+                "Messages published on the event bus.",
+                "{message}",
+                vec![int_point(vec![], bus.published_total() as i64)],
+            ));
+            metrics.push(sum(
+                "celery_cnc.bus.lagged_messages",
+                "Bus messages missed by lagging subscribers.",
+                "{message}",
+                vec![int_point(vec![], bus.lagged_total() as i64)],
+            ));
+            let all = status.all();
+            metrics.push(gauge(
+                "celery_cnc.component.up",
+                "1 if the component is running.",
+                "1",
+                all.iter()
+                    .map(|c| {
+                        int_point(
+                            vec![kv_str("component", &c.name)],
+                            i64::from(c.state == ComponentState::Up),
+                        )
+                    })
+                    .collect(),
+            ));
+            metrics.push(sum(
+                "celery_cnc.component.restarts",
+                "Restarts of the component after a crash.",
+                "{restart}",
+                all.iter()
+                    .map(|c| int_point(vec![kv_str("component", &c.name)], c.restarts as i64))
+                    .collect(),
+            ));
+        }
         let s = &self.stats;
         for (name, desc, v) in [
             (
@@ -818,6 +858,7 @@ impl Component for OtelComponent {
             ComponentError::fatal(msg)
         })?;
         self.transport = Some(t);
+        *self.exporter.service.lock() = Some((ctx.bus.clone(), ctx.status.clone()));
         self.rx = Some(ctx.bus.subscribe());
         self.bus = Some(ctx.bus.clone());
         Ok(())
