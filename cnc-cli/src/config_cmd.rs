@@ -38,7 +38,8 @@ pub struct ConfigArgs {
     /// Port of the web UI.
     #[arg(long)]
     pub port: Option<u16>,
-    /// HTTP basic auth for the web UI, `user:password`.
+    /// HTTP basic auth for the web UI, `user:password` (other users of the
+    /// machine can read flags: prefer `CELERY_CNC__FRONTEND__BASIC_AUTH`).
     #[arg(long, value_name = "USER:PASS")]
     pub basic_auth: Option<String>,
     /// No web UI.

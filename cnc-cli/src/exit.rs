@@ -96,6 +96,11 @@ pub type CmdResult<T = ()> = Result<T, Failure>;
 /// one line: `cannot reach broker redis://127.0.0.1:1/0: connection refused`
 /// (exit 1), or a usage error for a URL that is not a broker URL (exit 2).
 pub async fn connect_broker(url: &str, timeout: Duration) -> CmdResult<Arc<dyn Broker>> {
+    if url.trim().is_empty() {
+        return Err(Failure::usage(
+            "no broker URL: pass --broker URL or set CELERY_CNC_BROKER",
+        ));
+    }
     let shown = cnc_broker::url::redact(url);
     let attempt = async {
         let broker = cnc_broker::connect(

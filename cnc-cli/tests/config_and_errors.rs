@@ -132,6 +132,11 @@ fn a_bad_config_lists_every_error_and_exits_2() {
     );
     fails(2, &["purge", "celery", "--broker", "redis://127.0.0.1:1/0"]);
     fails(2, &["inspect", "ping", "--broker", "ftp://127.0.0.1/0"]);
+    let empty = fails(2, &["inspect", "ping", "--broker", ""]);
+    assert_eq!(
+        empty.stderr,
+        "celery-cnc: no broker URL: pass --broker URL or set CELERY_CNC_BROKER\n"
+    );
 }
 
 #[test]
