@@ -376,10 +376,10 @@ pub(crate) struct Dashboard {
     pub workers_offline: usize,
     pub states: Vec<cnc_model::StateCount>,
     pub total: u64,
-    /// Tasks finished in the last full minute, per second.
+    /// Tasks finished per second over the last full minute and the current one.
     pub throughput_per_sec: f64,
-    pub finished_last_minute: u64,
-    pub failed_last_minute: u64,
+    pub finished_recent: u64,
+    pub failed_recent: u64,
     pub latest: Vec<cnc_model::Task>,
     pub workers: Vec<WorkerView>,
 }
@@ -410,17 +410,19 @@ pub(crate) async fn dashboard_data(s: &WebState) -> WebResult<Dashboard> {
         })
         .collect();
     let online = workers.iter().filter(|w| w.online).count();
-    // The last full minute, or the current one scaled when nothing finished before.
-    let last_full = buckets.first();
-    let finished = last_full.map_or(0, |b| b.finished());
+    // The last full minute plus the current one so far, per second of that
+    // window: reacts within seconds and does not drop to 0 at each minute.
+    let finished: u64 = buckets.iter().map(|b| b.finished()).sum();
+    let failed: u64 = buckets.iter().map(|b| b.failed).sum();
+    let window = 60.0 + (now - minute).clamp(0.0, 60.0);
     Ok(Dashboard {
         workers_online: online,
         workers_offline: workers.len() - online,
         total: states.iter().map(|c| c.count).sum(),
         states,
-        throughput_per_sec: finished as f64 / 60.0,
-        finished_last_minute: finished,
-        failed_last_minute: last_full.map_or(0, |b| b.failed),
+        throughput_per_sec: finished as f64 / window,
+        finished_recent: finished,
+        failed_recent: failed,
         latest: latest.tasks,
         workers,
     })
