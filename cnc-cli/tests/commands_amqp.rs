@@ -1,6 +1,6 @@
 //! RabbitMQ smoke test of the one-shot commands: a real Celery worker on a
 //! private vhost (results in a private Redis db), then `inspect ping`,
-//! `send` + `result`, and `queues` with RabbitMQ's own consumer count.
+//! `send` + `result`, `events`, and `queues` with RabbitMQ's own consumer count.
 
 mod common;
 
@@ -21,9 +21,22 @@ fn rabbitmq_inspect_send_and_queues() {
     let ping = json(&["inspect", "ping", "--broker", b, "-d", &node, "-t", "5"]);
     assert_eq!(ping, json!({ node.clone(): {"ok": "pong"} }));
 
+    let events = std::process::Command::new(common::BIN)
+        .args(["events", "--broker", b, "--type", "task-succeeded"])
+        .args(["--count", "1", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("events");
+    // The subscription is set up before the task is sent.
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let id = ok(&["send", "cnc.add", "--args", "[40, 2]", "--broker", b]);
     let res = json(&["result", id.trim(), "--backend", r, "--wait", "30"]);
     assert_eq!(res["result"], 42, "{res}");
+    let out = events.wait_with_output().expect("events output");
+    assert!(out.status.success(), "{:?}", out.status);
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON event");
+    assert_eq!(event["uuid"], id.trim(), "{event}");
+    assert_eq!(event["result"], "42", "{event}");
 
     let idle = format!("idle-{}", unique("q"));
     // RabbitMQ cannot list queues: the queue is named, and declared by send.
