@@ -336,5 +336,5 @@
   if (page === 'tasks' && document.getElementById('task-detail')) taskPage();
   else if (page === 'workers' && document.getElementById('worker-detail')) workerPage();
   else if (pages[page]) pages[page]();
-  if (page !== 'send' && page !== 'error') startLive();
+  if (page !== 'error') startLive();
 })();
