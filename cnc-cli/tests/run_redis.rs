@@ -211,7 +211,8 @@ fn an_unreachable_broker_is_one_readable_line() {
 #[test]
 fn run_serves_the_web_ui_behind_basic_auth() {
     let redis = RedisDb::acquire().expect("redis db");
-    let db = tempfile::tempdir().expect("tmp").keep().join("web.db");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("web.db");
     let port = free_port();
     let port_arg = port.to_string();
     let child = Command::new(BIN)
