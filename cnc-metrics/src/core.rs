@@ -111,9 +111,8 @@ impl CoreAggregates {
         let mut evicted = std::mem::take(&mut self.scratch);
         let u = self.tracker.update(e, &mut evicted);
         for gone in evicted.drain(..) {
-            if let Some(s) = gone.state {
-                let name = self.name_label(gone.name.as_deref());
-                self.bump_in_progress(name, s, -1);
+            if let (Some(s), Some(counted)) = (gone.state, gone.counted_as) {
+                self.bump_in_progress(counted, s, -1);
             }
         }
         self.scratch = evicted;
@@ -124,13 +123,16 @@ impl CoreAggregates {
         if u.moved {
             if let Some(s) = u.info.state {
                 *self.tasks_total.entry((name.clone(), s)).or_default() += 1;
-                if let Some(p) = u.prev {
+                // Undo under the label the previous state was counted
+                // with: the name may have become known since.
+                if let (Some(p), Some(counted)) = (u.prev, u.info.counted_as.clone()) {
                     if !p.is_ready() {
-                        self.bump_in_progress(name.clone(), p, -1);
+                        self.bump_in_progress(counted, p, -1);
                     }
                 }
                 if !s.is_ready() {
                     self.bump_in_progress(name.clone(), s, 1);
+                    self.tracker.set_counted_as(&e.uuid, name.clone());
                 }
             }
         }
@@ -263,6 +265,31 @@ mod tests {
         let w = &c.queue_wait[&(name, q)];
         assert_eq!(w.count, 1);
         assert!((w.sum - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn in_progress_does_not_drift_when_the_name_comes_late() {
+        let mut c = CoreAggregates::new(vec![1.0], None, 100);
+        // started (no name yet), then a late received with the name, then
+        // the end.
+        c.observe(
+            &Event::Task(TaskEvent::new(TaskEventKind::Started, "a", 2.0).with_hostname("w@h")),
+            0.0,
+        );
+        let mut r = TaskEvent::new(TaskEventKind::Received, "a", 1.0).with_hostname("w@h");
+        r.name = Some("t.x".into());
+        c.observe(&Event::Task(r), 0.0);
+        c.observe(
+            &Event::Task(TaskEvent::new(TaskEventKind::Succeeded, "a", 3.0).with_hostname("w@h")),
+            0.0,
+        );
+        assert!(
+            c.in_progress.values().all(|v| *v == 0),
+            "{:?}",
+            c.in_progress
+        );
+        let name = c.labels.get("t.x");
+        assert_eq!(c.tasks_total[&(name, TaskState::Success)], 1);
     }
 
     #[test]

@@ -162,6 +162,9 @@ pub(crate) struct TaskInfo {
     pub state_at: Timestamp,
     /// Retry count of the latest delivery.
     pub retries: u64,
+    /// The name label its current state is counted under in the
+    /// in-progress gauge.
+    pub counted_as: Option<Label>,
     seq: u64,
 }
 
@@ -313,6 +316,13 @@ impl Tracker {
             prev,
             moved,
             late: false,
+        }
+    }
+
+    /// Record the label the task's current state is counted under.
+    pub(crate) fn set_counted_as(&mut self, id: &str, label: Label) {
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.counted_as = Some(label);
         }
     }
 
