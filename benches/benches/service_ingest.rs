@@ -175,6 +175,9 @@ async fn run_once(python: &std::path::Path, events: u64, rate: f64) -> Run {
     let achieved = summary["achieved_message_rate"]
         .as_f64()
         .unwrap_or(f64::NAN);
+    // Event timestamps are the generator's planned send times; it started
+    // this much later than planned, so subtract it from the latencies.
+    let late_ms = summary["start_late_s"].as_f64().unwrap_or(0.0) * 1000.0;
 
     // Wait until everything offered was written, or nothing moves for 3 s.
     let mut last = 0;
@@ -200,6 +203,9 @@ async fn run_once(python: &std::path::Path, events: u64, rate: f64) -> Run {
     let cpu_s = cpu_seconds() - cpu0;
     sampler.abort();
     let mut lat = std::mem::take(&mut *samples.lock().expect("samples"));
+    for l in &mut lat {
+        *l -= late_ms;
+    }
     lat.sort_by(|a, b| a.total_cmp(b));
     Run {
         events,

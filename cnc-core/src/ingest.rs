@@ -92,6 +92,7 @@ pub struct ListenerComponent {
     broker: Arc<dyn Broker>,
     stats: Arc<StreamStats>,
     enable_events_every: Option<Duration>,
+    capacity: usize,
     tx: mpsc::Sender<Event>,
     ingest: Arc<IngestStats>,
 }
@@ -114,6 +115,7 @@ impl ListenerComponent {
             broker,
             stats,
             enable_events_every: ingest.enable_events_interval,
+            capacity: ingest.channel_capacity,
             tx,
             ingest: counters,
         }
@@ -137,6 +139,7 @@ impl Component for ListenerComponent {
         let opts = EventStreamOptions {
             stats: self.stats.clone(),
             enable_events_every: self.enable_events_every,
+            capacity: self.capacity,
             ..EventStreamOptions::default()
         };
         let mut stream = cnc_broker::reconnecting(self.broker.clone(), opts, Backoff::default());

@@ -262,7 +262,9 @@ impl CeleryCnc {
         }
 
         let status = StatusBoard::new();
-        let bus = EventBus::new(4096);
+        // Each message holds a whole batch: a small ring keeps memory
+        // bounded; a subscriber that falls further behind resyncs.
+        let bus = EventBus::new(64);
         let ctx = Context {
             store: store.clone(),
             bus: bus.clone(),
@@ -389,6 +391,9 @@ async fn open_store(config: &CeleryCncConfig) -> Result<Arc<dyn DbController>, C
         DatabaseBackend::Sqlite(path) => {
             let mut cfg = cnc_store::sqlite::SqliteConfig::new(&path);
             cfg.max_size_mib = config.database.max_size_mib;
+            // Sized for the service's memory goal (<= 100 MB at 1M tasks).
+            cfg.cache_kib = 24 * 1024;
+            cfg.task_cache = 10_000;
             let store =
                 cnc_store::sqlite::SqliteStore::open(cfg).map_err(|source| CncError::Store {
                     location: path.display().to_string(),

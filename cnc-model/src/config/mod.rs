@@ -509,8 +509,9 @@ pub struct IngestConfig {
     /// Longest wait before a partial batch is written.
     #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,
-    /// Capacity of the channel between listeners and the writer, in events.
-    /// When full, listeners drop and count (they never block the socket).
+    /// Capacity of the channel between listeners and the writer, in events
+    /// (also the size of each listener's own read buffer). When both are
+    /// full the listener drops and counts (it never blocks the socket).
     pub channel_capacity: usize,
     /// Broadcast `enable_events` this often so workers started without
     /// `-E` report. `None`: never.
@@ -540,7 +541,7 @@ impl Default for IngestConfig {
         Self {
             batch_size: 1000,
             batch_interval: Duration::from_millis(100),
-            channel_capacity: 65_536,
+            channel_capacity: 16_384,
             enable_events_interval: Some(Duration::from_secs(60)),
             worker_refresh_interval: Duration::from_secs(60),
             inspect_timeout: Duration::from_secs(1),
@@ -563,7 +564,6 @@ pub struct BeatConfig {
     /// `None`.
     pub app: Option<String>,
 }
-
 
 /// The Prometheus exporter: its own HTTP listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
