@@ -251,7 +251,12 @@ pub enum ControlVerb {
         hard: f64,
     },
     /// Shut the workers down (warm: running tasks finish). No reply.
-    Shutdown,
+    /// Without `--destination` it needs `--yes`.
+    Shutdown {
+        /// Really shut down every worker.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Restart the pool processes (workers need `worker_pool_restarts`).
     #[command(alias = "pool_restart")]
     PoolRestart {
@@ -273,15 +278,24 @@ pub enum ControlVerb {
 /// `celery-cnc control`.
 pub async fn control(args: ControlArgs) -> CmdResult {
     let target = args.target.target()?;
+    // Usage errors before connecting.
+    match &args.verb {
+        ControlVerb::Shutdown { yes: false } if target == Target::All => {
+            return Err(Failure::usage(
+                "refusing to shut down every worker without --yes (or name them with --destination)",
+            ));
+        }
+        ControlVerb::Autoscale { max, min } if min > max => {
+            return Err(Failure::usage("autoscale: MIN is larger than MAX"));
+        }
+        _ => {}
+    }
     let broker = args.broker.connect().await?;
     let ctl = ControlClient::new(broker).with_timeout(args.target.timeout);
     let (verb, replies) = match &args.verb {
         ControlVerb::PoolGrow { n } => ("pool_grow", ctl.pool_grow(&target, *n).await),
         ControlVerb::PoolShrink { n } => ("pool_shrink", ctl.pool_shrink(&target, *n).await),
         ControlVerb::Autoscale { max, min } => {
-            if min > max {
-                return Err(Failure::usage("autoscale: MIN is larger than MAX"));
-            }
             ("autoscale", ctl.autoscale(&target, *max, *min).await)
         }
         ControlVerb::AddConsumer { queue } => {
@@ -298,7 +312,7 @@ pub async fn control(args: ControlArgs) -> CmdResult {
             ctl.time_limit(&target, task, Some(*hard), Some(*soft))
                 .await,
         ),
-        ControlVerb::Shutdown => {
+        ControlVerb::Shutdown { .. } => {
             ctl.shutdown(&target)
                 .await
                 .map_err(|e| op_failure("control shutdown", &e))?;

@@ -32,9 +32,9 @@
 //!   JSON is one object `{worker: reply}`.
 //! * `control <verb>`: `pool-grow N`, `pool-shrink N`, `autoscale MAX MIN`,
 //!   `add-consumer QUEUE`, `cancel-consumer QUEUE`, `rate-limit TASK RATE`,
-//!   `time-limit TASK SOFT HARD`, `shutdown`, `pool-restart`,
-//!   `enable-events`, `disable-events` (Celery's underscore names work too);
-//!   `--destination`, `--timeout`.
+//!   `time-limit TASK SOFT HARD`, `shutdown` (every worker only with
+//!   `--yes`), `pool-restart`, `enable-events`, `disable-events` (Celery's
+//!   underscore names work too); `--destination`, `--timeout`.
 //! * `revoke ID... [--terminate [--signal SIG]]`.
 //! * `send TASK [--args JSON] [--kwargs JSON] [--queue Q] [--countdown D]
 //!   [--eta TIME] [--expires D|TIME] [--priority N] [--id ID]` prints the

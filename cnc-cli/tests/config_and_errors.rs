@@ -131,6 +131,22 @@ fn a_bad_config_lists_every_error_and_exits_2() {
         ],
     );
     fails(2, &["purge", "celery", "--broker", "redis://127.0.0.1:1/0"]);
+    let all = fails(
+        2,
+        &["control", "shutdown", "--broker", "redis://127.0.0.1:1/0"],
+    );
+    assert!(all.stderr.contains("--yes"), "{}", all.show());
+    fails(
+        2,
+        &[
+            "control",
+            "autoscale",
+            "1",
+            "4",
+            "--broker",
+            "redis://127.0.0.1:1/0",
+        ],
+    );
     fails(2, &["inspect", "ping", "--broker", "ftp://127.0.0.1/0"]);
     let empty = fails(2, &["inspect", "ping", "--broker", ""]);
     assert_eq!(
