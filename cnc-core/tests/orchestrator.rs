@@ -71,7 +71,11 @@ async fn wait_subscribed(broker: &MemoryBroker) {
 async fn no_accepted_event_is_lost_on_a_clean_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = MemoryBroker::new();
-    let running = CeleryCnc::new(config(DatabaseConfig::sqlite(dir.path().join("cnc.db"))))
+    let mut cfg = config(DatabaseConfig::sqlite(dir.path().join("cnc.db")));
+    // Room for the whole burst: this test is about the drain at stop, not
+    // about back-pressure.
+    cfg.ingest.channel_capacity = 1 << 18;
+    let running = CeleryCnc::new(cfg)
         .with_broker("memory://", Arc::new(broker.clone()))
         .start()
         .await
