@@ -322,7 +322,11 @@ mod tests {
             a.brokers = vec!["redis://127.0.0.1:6379/3".into()];
             a.backend = Some("redis://127.0.0.1:6379/4".into());
             a.port = Some(9000);
+            a.host = Some("0.0.0.0".into());
+            a.basic_auth = Some("admin:pw".into());
             a.purge_db = true;
+            a.otlp_endpoint = Some("http://collector:4317".into());
+            a.batch_size = Some(500);
         });
         let cfg = a.load_with_env(env).expect("valid");
         assert_eq!(cfg.apps.len(), 1);
@@ -331,7 +335,14 @@ mod tests {
             cfg.apps[0].result_backend.as_deref(),
             Some("redis://127.0.0.1:6379/4")
         );
-        assert_eq!(cfg.frontend.map(|f| f.port), Some(9000));
+        let web = cfg.frontend.clone().expect("web on");
+        assert_eq!((web.host.as_str(), web.port), ("0.0.0.0", 9000));
+        assert_eq!(web.basic_auth.as_deref(), Some("admin:pw"));
+        assert_eq!(
+            cfg.open_telemetry.map(|o| o.endpoint).as_deref(),
+            Some("http://collector:4317")
+        );
+        assert_eq!(cfg.ingest.batch_size, 500);
         assert!(cfg.database.purge_db);
         assert_eq!(cfg.database.url, "env.db");
     }
