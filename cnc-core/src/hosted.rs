@@ -8,6 +8,7 @@ use cnc_broker::AppConnection;
 use cnc_model::component::Component;
 use cnc_model::config::CeleryCncConfig;
 
+#[cfg(not(all(feature = "web", feature = "metrics")))]
 const TARGET: &str = "celery_cnc::orchestrator";
 
 /// Prometheus and OpenTelemetry, as configured.
@@ -19,14 +20,24 @@ pub(crate) fn exporters(
     let mut out: Vec<Box<dyn Component>> = Vec::new();
     #[cfg(feature = "metrics")]
     {
-        if let Some(p) = &config.prometheus {
-            out.push(Box::new(cnc_metrics::PrometheusComponent::new(
-                p.clone(),
-                apps.to_vec(),
-            )));
+        let prom = config
+            .prometheus
+            .as_ref()
+            .map(|p| cnc_metrics::PrometheusComponent::new(p.clone(), apps.to_vec()));
+        let otel = config
+            .open_telemetry
+            .as_ref()
+            .map(|o| cnc_metrics::OtelComponent::new(o.clone()));
+        // OTLP drops show on the scrape page: the endpoint being down is
+        // exactly when they matter.
+        if let (Some(p), Some(o)) = (&prom, &otel) {
+            p.exporter().attach_otel(o.exporter().stats());
         }
-        if let Some(o) = &config.open_telemetry {
-            out.push(Box::new(cnc_metrics::OtelComponent::new(o.clone())));
+        if let Some(p) = prom {
+            out.push(Box::new(p));
+        }
+        if let Some(o) = otel {
+            out.push(Box::new(o));
         }
     }
     #[cfg(not(feature = "metrics"))]
