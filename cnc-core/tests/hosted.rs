@@ -35,7 +35,10 @@ async fn get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -72,13 +75,21 @@ async fn web_and_prometheus_run_as_components() {
     let names: Vec<String> = running.status().into_iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        ["logging", "store", "ingest", "listener.mem", "workers", "prometheus", "frontend"]
+        [
+            "logging",
+            "store",
+            "ingest",
+            "listener.mem",
+            "workers",
+            "prometheus",
+            "frontend"
+        ]
     );
 
     // An event flows to both.
     for _ in 0..200 {
-        let mut e = TaskEvent::new(TaskEventKind::Received, "t-1", cnc_core::now())
-            .with_hostname("w1@h");
+        let mut e =
+            TaskEvent::new(TaskEventKind::Received, "t-1", cnc_core::now()).with_hostname("w1@h");
         e.name = Some("cnc.add".into());
         if broker.emit(Event::Task(e)) > 0 {
             break;
@@ -100,7 +111,10 @@ async fn web_and_prometheus_run_as_components() {
     assert_eq!(status, 200, "{body}");
     let comps: serde_json::Value = serde_json::from_str(&body).expect("json");
     let text = comps.to_string();
-    assert!(text.contains("\"prometheus\"") && text.contains("\"frontend\""), "{text}");
+    assert!(
+        text.contains("\"prometheus\"") && text.contains("\"frontend\""),
+        "{text}"
+    );
 
     let (status, body) = get(prom_port, "/metrics").await;
     assert_eq!(status, 200);
@@ -108,5 +122,9 @@ async fn web_and_prometheus_run_as_components() {
 
     running.stop().await.expect("stop");
     // Stopped: the ports are closed.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", web_port)).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", web_port))
+            .await
+            .is_err()
+    );
 }
