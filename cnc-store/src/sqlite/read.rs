@@ -83,13 +83,31 @@ fn build_where(conn: &Connection, f: &TaskFilter) -> StoreResult<Option<Where>> 
         w.conds.push(format!("t.name IN ({})", ps.join(", ")));
     }
     if let Some(TimeRange { from, to }) = f.time {
+        let mut range = Vec::new();
         if let Some(from) = from {
             let p = w.param(SqlValue::Real(from));
-            w.conds.push(format!("t.created_at >= {p}"));
+            range.push(format!("created_at >= {p}"));
         }
         if let Some(to) = to {
             let p = w.param(SqlValue::Real(to));
-            w.conds.push(format!("t.created_at < {p}"));
+            range.push(format!("created_at < {p}"));
+        }
+        if !range.is_empty() {
+            let range = range.join(" AND ");
+            for c in range.split(" AND ") {
+                w.conds.push(format!("t.{c}"));
+            }
+            // Bound the scan by the window's first and last `seq`: tasks
+            // are numbered in arrival order, so the newest-first scan
+            // then starts inside the window instead of walking every
+            // newer task (or sorting the whole window). Each bound is one
+            // covering scan of the created_at index over the window.
+            w.conds.push(format!(
+                "t.seq >= (SELECT min(seq) FROM tasks WHERE {range})"
+            ));
+            w.conds.push(format!(
+                "t.seq <= (SELECT max(seq) FROM tasks WHERE {range})"
+            ));
         }
     }
     if let Some(root) = &f.root_id {
