@@ -416,3 +416,32 @@ fn kill_minus_nine_never_corrupts() {
             .expect("apply");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_database_migrates_to_v3_with_the_worker_state_index() {
+    let path = temp_db();
+    let store = SqliteStore::open(SqliteConfig::new(&path)).expect("open");
+    store.migrate(0, 2).await.expect("create v2");
+    let has_index = || {
+        raw(&path)
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'tasks_worker_state'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("query")
+    };
+    assert_eq!(has_index(), 0);
+    store.migrate(2, 3).await.expect("v2 -> v3");
+    assert_eq!(store.schema_version().await.expect("version"), 3);
+    assert_eq!(has_index(), 1);
+    // The planner uses it for the worker + state pair.
+    let plan: String = raw(&path)
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT seq FROM tasks WHERE worker = 'w' AND state = 'REVOKED' ORDER BY seq DESC LIMIT 100",
+            [],
+            |r| r.get(3),
+        )
+        .expect("plan");
+    assert!(plan.contains("tasks_worker_state"), "{plan}");
+}

@@ -9,9 +9,10 @@ use super::{Conn, PostgresStore};
 
 /// The migrations, index = version - 1. `@TRGM@` is replaced by the
 /// (quoted) schema of the pg_trgm extension.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("migrations/v1.sql"),
     include_str!("migrations/v2.sql"),
+    include_str!("migrations/v3.sql"),
 ];
 
 /// The version stored in `schema` (0 when it has no `schema_version` table).

@@ -7,6 +7,10 @@
 //!   tasks whose search text must be (re)indexed. Migrating v1 -> v2
 //!   backfills both from the stored tasks.
 //!
+//! * v3: `tasks_worker_state`, so a task list filtered by worker and state
+//!   (and a name on top, the rare triple) walks only that pair's tasks,
+//!   newest first, instead of one filter's tasks checking the others.
+//!
 //! The full-text index itself lives in a separate file (`<db>-search`), see
 //! `search.rs`; it can always be rebuilt from the main database.
 
@@ -15,6 +19,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction};
 use cnc_model::{SCHEMA_VERSION, StoreError, StoreErrorKind, StoreResult};
 
 use super::error::map_err;
+
+const V3: &str = r#"
+CREATE INDEX IF NOT EXISTS tasks_worker_state ON tasks(worker, state);
+"#;
 
 const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,6 +145,7 @@ fn step(tx: &Transaction<'_>, to: u32) -> StoreResult<()> {
     let sql = match to {
         1 => V1,
         2 => V2,
+        3 => V3,
         other => {
             return Err(StoreError::new(
                 StoreErrorKind::Migration,
