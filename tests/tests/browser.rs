@@ -5,23 +5,21 @@
 //! grow a pool, and check hostile task arguments stay inert. Screenshots go
 //! to `target/screenshots/`.
 //!
+//! The UI is served by the real service: `CeleryCnc` with its frontend
+//! component, ingest and worker refresh, as `celery-cnc run` starts it.
+//!
 //! Skipped (with a message) only when Chromium is missing and
 //! `CNC_REQUIRE_BROWSER` is unset; CI sets it, so there it must run.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cnc_broker::protocol::task::SendTask;
-use cnc_broker::{AppConnection, Broker, EventStreamOptions, StreamStats};
-use cnc_model::bus::{BusMessage, EventBus, WrittenBatch};
-use cnc_model::component::{Context, StatusBoard};
-use cnc_model::config::{CeleryApp, FrontendConfig};
-use cnc_model::logs::RecentLogs;
-use cnc_model::{DbController, TaskState};
-use cnc_store::memory::MemoryStore;
+use cnc_core::broker::Broker;
+use cnc_core::broker::protocol::task::SendTask;
+use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, FrontendConfig, IngestConfig};
+use cnc_core::{CeleryCnc, DbController, TaskState};
 use cnc_testsupport::{CeleryWorker, RedisDb, WorkerOpts};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -96,39 +94,6 @@ async fn start_browser(chromium: &Path, driver: &Path, profile: &Path) -> (Drive
     (guard, client)
 }
 
-/// Ingest as the orchestrator does it: events -> store -> bus.
-fn spawn_ingest(broker: Arc<dyn Broker>, store: Arc<MemoryStore>, bus: EventBus) {
-    tokio::spawn(async move {
-        let mut stream = broker
-            .events(EventStreamOptions::default())
-            .await
-            .expect("event stream");
-        let mut seq = 0;
-        while let Some(first) = stream.next().await {
-            let Ok(first) = first else { continue };
-            let mut batch = vec![first];
-            let until = tokio::time::Instant::now() + Duration::from_millis(20);
-            while batch.len() < 500 {
-                match tokio::time::timeout_at(until, stream.next()).await {
-                    Ok(Some(Ok(e))) => batch.push(e),
-                    Ok(Some(Err(_))) => continue,
-                    _ => break,
-                }
-            }
-            let t = Instant::now();
-            let report = store.apply(&batch).await.expect("apply");
-            seq += 1;
-            bus.publish(BusMessage::Batch(Arc::new(WrittenBatch {
-                seq,
-                events: batch,
-                report,
-                written_at: cnc_model::now(),
-                write_seconds: t.elapsed().as_secs_f64(),
-            })));
-        }
-    });
-}
-
 /// Polls `f` until it gives a value. The timeouts are generous: CI runs
 /// this test beside the whole suite on two cores, and Chromium, the
 /// workers and the service all share them.
@@ -170,7 +135,7 @@ async fn send(broker: &Arc<dyn Broker>, task: SendTask) -> String {
     msg.id
 }
 
-async fn task_state(store: &MemoryStore, id: &str) -> Option<TaskState> {
+async fn task_state(store: &Arc<dyn DbController>, id: &str) -> Option<TaskState> {
     store.task(id).await.ok().flatten().map(|t| t.state)
 }
 
@@ -197,35 +162,30 @@ async fn browser_drives_the_ui_against_real_workers() {
         .concurrency(2);
     let worker_start = tokio::task::spawn_blocking(move || CeleryWorker::start(opts));
 
-    let broker = cnc_broker::connect(&url, Default::default())
+    let port = free_port();
+    let cfg = CeleryCncConfig::builder()
+        .app(CeleryApp::new("test", &url).backend(&url))
+        .database(DatabaseConfig::memory())
+        .logging(None)
+        .ingest(IngestConfig {
+            batch_interval: Duration::from_millis(50),
+            worker_refresh_interval: Duration::from_secs(5),
+            ..IngestConfig::default()
+        })
+        .frontend(FrontendConfig {
+            port,
+            ..FrontendConfig::default()
+        })
+        .build()
+        .expect("config");
+    let running = CeleryCnc::new(cfg)
+        .without_global_subscriber()
+        .start()
         .await
-        .expect("broker");
-    let app = AppConnection::with_broker(
-        &CeleryApp::new("test", &url).backend(&url),
-        broker.clone(),
-        StreamStats::new(),
-    )
-    .await
-    .expect("app");
-    let store = Arc::new(MemoryStore::new());
-    let bus = EventBus::new(4096);
-    spawn_ingest(broker.clone(), store.clone(), bus.clone());
-    let ctx = Context {
-        store: store.clone(),
-        bus: bus.clone(),
-        logs: Arc::new(RecentLogs::new(100)),
-        status: StatusBoard::new(),
-    };
-    let state = cnc_web::WebState::new(FrontendConfig::default(), vec![app], ctx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let svc = cnc_web::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, svc).await.expect("serve");
-    });
-    let base = format!("http://localhost:{}", addr.port());
+        .expect("the service starts");
+    let store = running.store().clone();
+    let broker = running.apps()[0].broker.clone();
+    let base = format!("http://localhost:{port}");
 
     let _worker = worker_start.await.expect("join").expect("worker starts");
     wait_for(
@@ -485,4 +445,5 @@ async fn browser_drives_the_ui_against_real_workers() {
     .await;
     shot(&c, "worker-grown").await;
     let _ = c.close().await;
+    running.stop().await.expect("the service stops cleanly");
 }
