@@ -267,13 +267,22 @@
   }
 
   function openTask(id) {
-    // The task page needs the task's first event; wait for it a little.
-    var deadline = Date.now() + 15000;
-    var go = function () { location.href = BASE + '/tasks/' + encodeURIComponent(id); };
+    // The task page needs the task's first event: wait for it (a busy
+    // worker can take a while to pick the task up), saying so, with a link
+    // to open the page anyway.
+    var deadline = Date.now() + 120000;
+    var url = BASE + '/tasks/' + encodeURIComponent(id);
+    var go = function () { location.href = url; };
+    var out = document.getElementById('send-result');
+    if (out) {
+      out.appendChild(document.createTextNode(' Waiting for its first event… '));
+      var a = document.createElement('a'); a.href = url; a.textContent = 'open now';
+      out.appendChild(a);
+    }
     var check = function () {
       fetch(BASE + '/api/v1/tasks/' + encodeURIComponent(id), { credentials: 'same-origin' }).then(function (r) {
-        if (r.ok || Date.now() > deadline) go(); else setTimeout(check, 200);
-      }, function () { go(); });
+        if (r.ok || Date.now() > deadline) go(); else setTimeout(check, 250);
+      }, function () { setTimeout(check, 1000); });
     };
     check();
   }
