@@ -89,37 +89,8 @@ async fn redis_step(url: &str, python: &std::path::Path, rate: f64, secs: f64) -
         .expect("redis");
     let (count, stats, task) = subscribe(&broker).await;
     let events = (rate * secs) as u64;
-    let gen_path = cnc_model::fixtures_dir().join("../../bench/gen_events.py");
-    let (python, url_owned) = (python.to_owned(), url.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(&gen_path)
-            .args([
-                "--broker",
-                &url_owned,
-                "--events",
-                &events.to_string(),
-                "--rate",
-                &rate.to_string(),
-            ])
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run gen_events.py");
-    assert!(
-        out.status.success(),
-        "gen_events.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = text
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("generator summary");
-    let offered = summary["task_events"].as_u64().unwrap_or(0)
-        + summary["worker_events"].as_u64().unwrap_or(0);
+    let summary = cnc_benches::run_gen_events(python, url, events, rate).await;
+    let offered = cnc_benches::offered_events(&summary);
     let delivered = settle(&count, offered).await;
     task.abort();
     let c = stats.snapshot();

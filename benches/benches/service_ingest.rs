@@ -141,37 +141,8 @@ async fn run_once(python: &std::path::Path, events: u64, rate: f64) -> Run {
     // Let the listener subscribe.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let gen_path = cnc_core::fixtures_dir().join("../../bench/gen_events.py");
-    let (python, url) = (python.to_owned(), redis.url());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(&gen_path)
-            .args([
-                "--broker",
-                &url,
-                "--events",
-                &events.to_string(),
-                "--rate",
-                &rate.to_string(),
-            ])
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run gen_events.py");
-    assert!(
-        out.status.success(),
-        "gen_events.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = text
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .expect("generator summary");
-    let offered = summary["task_events"].as_u64().unwrap_or(0)
-        + summary["worker_events"].as_u64().unwrap_or(0);
+    let summary = cnc_benches::run_gen_events(python, &redis.url(), events, rate).await;
+    let offered = cnc_benches::offered_events(&summary);
     let achieved = summary["achieved_message_rate"]
         .as_f64()
         .unwrap_or(f64::NAN);

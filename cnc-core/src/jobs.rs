@@ -102,10 +102,6 @@ impl Component for StoreComponent {
         }
     }
 
-    async fn stop(&mut self) -> ComponentResult<()> {
-        Ok(())
-    }
-
     fn info(&self) -> ComponentInfo {
         let store_info = self.store.as_ref().map(|s| s.info());
         ComponentInfo {

@@ -150,7 +150,7 @@ async fn purge_db_empties_the_history_on_start() {
         broker.emit(e);
     }
     let store = running.store().clone();
-    wait_until(|| {
+    wait_until(Duration::from_secs(5), || {
         let store = store.clone();
         async move { store.task("task-1").await.ok().flatten().is_some() }
     })
@@ -190,18 +190,19 @@ async fn purge_db_empties_the_history_on_start() {
     running.stop().await.expect("stop");
 }
 
-async fn wait_until<F, Fut>(mut f: F)
+async fn wait_until<F, Fut>(timeout: Duration, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..500 {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
         if f().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not met in 5 s");
+    panic!("condition not met in {timeout:?}");
 }
 
 /// Crashes on its first two runs, then runs until stopped.
@@ -458,7 +459,7 @@ async fn a_locked_store_delays_batches_but_loses_nothing() {
         }
     }
     let s = store.clone();
-    wait_until(|| {
+    wait_until(Duration::from_secs(5), || {
         let s = s.clone();
         async move { s.inner.count_tasks(&TaskFilter::default()).await.ok() == Some(100) }
     })
@@ -496,7 +497,7 @@ async fn silent_workers_are_recorded_lost_and_the_bus_carries_batches() {
     assert!(batch.write_seconds >= 0.0 && batch.seq >= 1);
     // No heartbeat for 2 x 0.5 s: the liveness pass (every 2 s) records it.
     let store = running.store().clone();
-    wait_until_long(|| {
+    wait_until(Duration::from_secs(10), || {
         let store = store.clone();
         async move {
             store
@@ -508,18 +509,4 @@ async fn silent_workers_are_recorded_lost_and_the_bus_carries_batches() {
     })
     .await;
     running.stop().await.expect("stop");
-}
-
-async fn wait_until_long<F, Fut>(mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("condition not met in 10 s");
 }
