@@ -5,6 +5,8 @@
 //!   adapters for Redis ([`redis`], feature `redis`, via fred), RabbitMQ
 //!   ([`amqp`], feature `amqp`, via lapin) and an in-process broker
 //!   ([`memory`], feature `memory`) for tests of the code above this layer.
+//! * [`db`]: Celery's database result backend (SQLAlchemy tables) read from
+//!   SQLite (feature `db-sqlite`) and PostgreSQL (feature `db-postgres`).
 //! * [`control`]: a typed remote-control client over any broker.
 //! * [`stream`]: event streams that never block the socket reader (bounded
 //!   hand-off, drop and count), and the reconnecting wrapper.
@@ -25,6 +27,7 @@ pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod control;
+pub mod db;
 pub mod error;
 pub mod protocol;
 pub mod stream;
@@ -88,6 +91,10 @@ pub async fn connect(url: &str, opts: BrokerOptions) -> BrokerResult<Arc<dyn Bro
         )),
         #[cfg(feature = "memory")]
         url::Scheme::Memory => Ok(Arc::new(memory::MemoryBroker::new())),
+        url::Scheme::Database { .. } => Err(BrokerError::invalid_input(format!(
+            "{} is a result backend URL, not a broker",
+            url::redact(url)
+        ))),
         #[allow(unreachable_patterns)]
         other => Err(BrokerError::unsupported(format!(
             "broker {other:?} is not compiled in (enable its cargo feature)"
@@ -95,10 +102,26 @@ pub async fn connect(url: &str, opts: BrokerOptions) -> BrokerResult<Arc<dyn Bro
     }
 }
 
-/// Connect to the result backend named by `url` (`redis://`; the database
-/// backend is not implemented yet).
+/// Connect to the result backend named by `url`: `redis://`,
+/// `db+sqlite:///path`, `db+postgresql://…` (see [`db`]) or `memory://`.
 pub async fn connect_backend(url: &str) -> BrokerResult<Arc<dyn ResultBackend>> {
     match url::Scheme::of(url) {
+        #[cfg(feature = "db-sqlite")]
+        Ok(url::Scheme::Database {
+            dialect: url::DbDialect::Sqlite,
+        }) => Ok(Arc::new(db::sqlite::SqliteResultBackend::from_url(url)?)),
+        #[cfg(feature = "db-postgres")]
+        Ok(url::Scheme::Database {
+            dialect: url::DbDialect::Postgres,
+        }) => Ok(Arc::new(
+            db::postgres::PostgresResultBackend::connect(url).await?,
+        )),
+        #[allow(unreachable_patterns)]
+        Ok(url::Scheme::Database { dialect }) => Err(BrokerError::unsupported(format!(
+            "result backend {} needs cargo feature {} of cnc-broker",
+            url::redact(url),
+            dialect.feature()
+        ))),
         #[cfg(feature = "redis")]
         Ok(url::Scheme::Redis { .. }) => {
             Ok(Arc::new(redis::RedisResultBackend::connect(url).await?))

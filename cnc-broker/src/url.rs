@@ -18,6 +18,32 @@ pub enum Scheme {
     },
     /// `memory://`: the in-process broker.
     Memory,
+    /// `db+sqlite://`, `db+postgresql://`: Celery's database result backend
+    /// (a result backend only, never a broker).
+    Database {
+        /// Which database.
+        dialect: DbDialect,
+    },
+}
+
+/// The database behind a `db+…` result backend URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DbDialect {
+    /// `db+sqlite://`.
+    Sqlite,
+    /// `db+postgresql://` (also `db+postgres://`, `db+postgresql+psycopg2://`).
+    Postgres,
+}
+
+impl DbDialect {
+    /// The cnc-broker cargo feature that reads this dialect.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::Sqlite => "db-sqlite",
+            Self::Postgres => "db-postgres",
+        }
+    }
 }
 
 impl Scheme {
@@ -36,10 +62,27 @@ impl Scheme {
             "amqp" | "pyamqp" => Ok(Self::Amqp { tls: false }),
             "amqps" => Ok(Self::Amqp { tls: true }),
             "memory" => Ok(Self::Memory),
+            s if s.starts_with("db+") => {
+                // `db+postgresql+psycopg2`: the dialect, then SQLAlchemy's driver.
+                match s[3..].split('+').next().unwrap_or("") {
+                    "sqlite" => Ok(Self::Database {
+                        dialect: DbDialect::Sqlite,
+                    }),
+                    "postgresql" | "postgres" => Ok(Self::Database {
+                        dialect: DbDialect::Postgres,
+                    }),
+                    other => Err(BrokerError::new(
+                        ErrorKind::InvalidUrl,
+                        format!(
+                            "unsupported database backend {other:?} (expected db+sqlite or db+postgresql)"
+                        ),
+                    )),
+                }
+            }
             other => Err(BrokerError::new(
                 ErrorKind::InvalidUrl,
                 format!(
-                    "unknown broker scheme {other:?} (expected redis, rediss, amqp, amqps or memory)"
+                    "unknown scheme {other:?} (expected redis, rediss, amqp, amqps, memory, db+sqlite or db+postgresql)"
                 ),
             )),
         }
@@ -57,6 +100,7 @@ pub fn redact(url: &str) -> String {
     // The authority ends at the first '/', '?' or '#'; userinfo at its last '@'.
     let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(auth_end);
+    let tail = redact_query_password(tail);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = match userinfo.split_once(':') {
@@ -65,8 +109,23 @@ pub fn redact(url: &str) -> String {
             };
             format!("{scheme}://{user}@{host}{tail}")
         }
-        None => url.to_owned(),
+        None => format!("{scheme}://{authority}{tail}"),
     }
+}
+
+/// `?password=x` (libpq-style URLs) hidden as `?password=***`.
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
 
 /// The Redis database number in a `redis://host:port/N` URL (0 when absent).
@@ -133,6 +192,34 @@ mod tests {
         assert_eq!(redact("amqp://u:p@ss@h/x@y"), "amqp://u:***@h/x@y");
         assert_eq!(redact("redis://h/0"), "redis://h/0");
         assert_eq!(redact("memory://"), "memory://");
+        assert_eq!(
+            redact("db+postgresql://u:pw@h/db?password=pw&x=1"),
+            "db+postgresql://u:***@h/db?password=***&x=1"
+        );
+        assert_eq!(redact("db+sqlite:////tmp/r.db"), "db+sqlite:////tmp/r.db");
+    }
+
+    #[test]
+    fn database_schemes() {
+        assert_eq!(
+            Scheme::of("db+sqlite:///r.db").ok(),
+            Some(Scheme::Database {
+                dialect: DbDialect::Sqlite
+            })
+        );
+        assert_eq!(
+            Scheme::of("db+postgresql+psycopg2://u@h/d").ok(),
+            Some(Scheme::Database {
+                dialect: DbDialect::Postgres
+            })
+        );
+        let e = Scheme::of("db+mysql://u:secret@h/d")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("mysql") && !e.contains("secret"))
+        );
     }
 
     #[test]

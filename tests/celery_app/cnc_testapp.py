@@ -6,6 +6,9 @@ Broker and backend come from the environment so one app serves every test:
   CNC_BACKEND   e.g. redis://127.0.0.1:6379/4 (default: same as the broker for
                 redis, none otherwise)
   CNC_KEYPREFIX optional Redis global_keyprefix (transport option)
+  CNC_RESULT_EXTENDED  "1": result_extended=True (task name, args... stored)
+  CNC_DB_SCHEMA optional schema of the database backend's tables
+                (database_table_schemas, for isolated PostgreSQL tests)
 
 Task names are stable (`cnc.<name>`) so Rust tests can send them by name.
 """
@@ -27,6 +30,11 @@ app.conf.update(
     # Tests send several messages at once: keep a worker from hoarding them.
     worker_prefetch_multiplier=1,
 )
+if os.environ.get('CNC_RESULT_EXTENDED') == '1':
+    app.conf.result_extended = True
+if os.environ.get('CNC_DB_SCHEMA'):
+    app.conf.database_table_schemas = {
+        'task': os.environ['CNC_DB_SCHEMA'], 'group': os.environ['CNC_DB_SCHEMA']}
 if os.environ.get('CNC_KEYPREFIX'):
     app.conf.broker_transport_options = {'global_keyprefix': os.environ['CNC_KEYPREFIX']}
 

@@ -28,7 +28,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// What goes into the test virtualenv. The fixtures were captured with 5.7.0.
-pub const CELERY_REQUIREMENTS: &[&str] = &["celery[redis]==5.7.0", "sqlalchemy", "packaging"];
+/// SQLAlchemy and psycopg serve the database result backend
+/// (`db+sqlite://`, `db+postgresql://`; SQLAlchemy 2.1 maps `postgresql://`
+/// to psycopg 3, not psycopg2).
+pub const CELERY_REQUIREMENTS: &[&str] = &[
+    "celery[redis]==5.7.0",
+    "sqlalchemy",
+    "psycopg[binary]",
+    "packaging",
+];
 
 /// Redis used by the tests.
 pub const REDIS_HOST: &str = "127.0.0.1:6379";
@@ -179,6 +187,9 @@ pub struct WorkerOpts {
     pub keyprefix: Option<String>,
     /// How long to wait for the worker to be ready.
     pub ready_timeout: Duration,
+    /// Extra environment for the worker (`CNC_RESULT_EXTENDED`,
+    /// `CNC_DB_SCHEMA`... read by the test app).
+    pub env: Vec<(String, String)>,
 }
 
 impl WorkerOpts {
@@ -194,7 +205,14 @@ impl WorkerOpts {
             events: true,
             keyprefix: None,
             ready_timeout: Duration::from_secs(60),
+            env: Vec::new(),
         }
+    }
+
+    /// Add an environment variable for the worker.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// Set the result backend.
@@ -273,6 +291,9 @@ impl CeleryWorker {
         };
         if let Some(p) = &opts.keyprefix {
             cmd.env("CNC_KEYPREFIX", p);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
         }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
