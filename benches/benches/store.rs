@@ -3,7 +3,8 @@
 //!
 //! Run with: `cargo bench -p cnc-benches --bench store`
 //! Environment: `CNC_BENCH_TASKS` (default 1000000), `CNC_BENCH_STORE`
-//! (`sqlite`, `postgres` or `both`; default `sqlite`), `CNC_BENCH_PG_URL`.
+//! (`sqlite`, `postgres` or `both`; default `sqlite`), `CNC_BENCH_PG_URL`,
+//! `CNC_BENCH_LOAD_ONLY` (set: measure the load, skip the SQLite queries).
 //!
 //! Prints one line per figure, e.g. `store/sqlite apply: 123456 events/s`.
 //! The criterion group at the end measures a few queries again with
@@ -328,7 +329,9 @@ fn main() {
             t.elapsed().as_secs_f64(),
             store.indexed_documents()
         );
-        rt.block_on(queries(&loaded, "sqlite"));
+        if std::env::var_os("CNC_BENCH_LOAD_ONLY").is_none() {
+            rt.block_on(queries(&loaded, "sqlite"));
+        }
         println!(
             "store/sqlite database size: {:.0} MB for {tasks} tasks ({:.0} bytes per task, search index included)",
             store.disk_usage() as f64 / 1e6,

@@ -83,10 +83,52 @@ impl TaskCache {
     }
 }
 
+/// The indexed columns of a task (and its finish time), as they were before
+/// a batch touched it: all the writer needs to update only what changed and
+/// to move the aggregates, without cloning the task's payload.
+#[derive(Clone, PartialEq)]
+struct Cols {
+    name: Option<String>,
+    state: TaskState,
+    worker: Option<String>,
+    created_at: f64,
+    updated_at: f64,
+    received_at: Option<f64>,
+    started_at: Option<f64>,
+    succeeded_at: Option<f64>,
+    runtime: Option<f64>,
+    root_id: Option<String>,
+    parent_id: Option<String>,
+    group_id: Option<String>,
+    finished_at: Option<f64>,
+}
+
+impl Cols {
+    fn of(t: &Task) -> Self {
+        Self {
+            name: t.name.clone(),
+            state: t.state,
+            worker: t.worker.clone(),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            received_at: t.received_at,
+            started_at: t.started_at,
+            succeeded_at: t.succeeded_at,
+            runtime: t.runtime,
+            root_id: t.root_id.clone(),
+            parent_id: t.parent_id.clone(),
+            group_id: t.group_id.clone(),
+            finished_at: t.finished_at(),
+        }
+    }
+}
+
 /// What a task looked like before the batch touched it.
 struct Before {
     existed: bool,
-    task: Task,
+    cols: Cols,
+    /// The search text (name, args, kwargs, result, exception) changed.
+    text_changed: bool,
     retried: Vec<Timestamp>,
 }
 
@@ -98,6 +140,8 @@ pub(crate) struct Writer {
     next_seq: i64,
     acked: Arc<Mutex<Vec<(i64, i64)>>>,
     indexer: Option<std::sync::mpsc::Sender<IndexCmd>>,
+    /// `UPDATE tasks` statements by the set of changed columns.
+    update_sql: HashMap<u16, String>,
 }
 
 fn key(s: &Option<String>) -> &str {
@@ -115,28 +159,107 @@ const FINAL_STATES: [TaskState; 4] = [
     TaskState::Rejected,
 ];
 
-/// Event fields kept in `task_events.fields`: everything but what the row
-/// or the task already holds.
+/// The fields of a task event that `task_events.fields` keeps: everything
+/// but what the row or the task already holds (`type`, `uuid`, `hostname`,
+/// `timestamp`, `clock`, `name`, `args`, `kwargs`). Serialised straight from
+/// the event, without building a `serde_json::Value` first.
+#[derive(serde::Serialize)]
+struct EventFields<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    utcoffset: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exception: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceback: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chord_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    routing_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    terminated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signum: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requeue: Option<bool>,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
+}
+
+/// Event fields kept in `task_events.fields` (see [`EventFields`]); `None`
+/// when there are none.
 fn event_fields(e: &TaskEvent) -> StoreResult<Option<String>> {
-    let mut v = serde_json::to_value(e).map_err(|err| corrupt("event", err))?;
-    if let Value::Object(map) = &mut v {
-        for k in [
-            "type",
-            "uuid",
-            "hostname",
-            "timestamp",
-            "clock",
-            "name",
-            "args",
-            "kwargs",
-        ] {
-            map.remove(k);
-        }
-        if map.is_empty() {
-            return Ok(None);
-        }
+    let f = EventFields {
+        utcoffset: e.utcoffset,
+        pid: e.pid,
+        result: e.result.as_deref(),
+        exception: e.exception.as_deref(),
+        traceback: e.traceback.as_deref(),
+        root_id: e.root_id.as_deref(),
+        parent_id: e.parent_id.as_deref(),
+        group_id: e.group_id.as_deref(),
+        chord_id: e.chord_id.as_deref(),
+        retries: e.retries,
+        eta: e.eta.as_deref(),
+        expires: e.expires.as_deref(),
+        runtime: e.runtime,
+        queue: e.queue.as_deref(),
+        exchange: e.exchange.as_deref(),
+        routing_key: e.routing_key.as_deref(),
+        terminated: e.terminated,
+        signum: e.signum,
+        expired: e.expired,
+        requeue: e.requeue,
+        extra: &e.extra,
+    };
+    let empty = f.utcoffset.is_none()
+        && f.pid.is_none()
+        && f.result.is_none()
+        && f.exception.is_none()
+        && f.traceback.is_none()
+        && f.root_id.is_none()
+        && f.parent_id.is_none()
+        && f.group_id.is_none()
+        && f.chord_id.is_none()
+        && f.retries.is_none()
+        && f.eta.is_none()
+        && f.expires.is_none()
+        && f.runtime.is_none()
+        && f.queue.is_none()
+        && f.exchange.is_none()
+        && f.routing_key.is_none()
+        && f.terminated.is_none()
+        && f.signum.is_none()
+        && f.expired.is_none()
+        && f.requeue.is_none()
+        && f.extra.is_empty();
+    if empty {
+        return Ok(None);
     }
-    serde_json::to_string(&v)
+    serde_json::to_string(&f)
         .map(Some)
         .map_err(|err| corrupt("event", err))
 }
@@ -155,7 +278,9 @@ impl Writer {
             next_seq: 1,
             acked,
             indexer,
+            update_sql: HashMap::new(),
         };
+        w.conn.set_prepared_statement_cache_capacity(128);
         w.reload()?;
         Ok(w)
     }
@@ -295,14 +420,16 @@ impl Writer {
                                     touched.push(e.uuid.clone());
                                     Before {
                                         existed: true,
-                                        task: slot.task.clone(),
+                                        cols: Cols::of(&slot.task),
+                                        text_changed: false,
                                         retried: Vec::new(),
                                     }
                                 });
                                 if matches!(e.kind, cnc_model::TaskEventKind::Retried) {
                                     b.retried.push(e.timestamp);
                                 }
-                                apply_task_event(&mut slot.task, e, false);
+                                let change = apply_task_event(&mut slot.task, e, false);
+                                b.text_changed |= change.text_changed;
                             }
                             None => {
                                 let (task, _) = task_from_event(e);
@@ -318,7 +445,8 @@ impl Writer {
                                     e.uuid.clone(),
                                     Before {
                                         existed: false,
-                                        task: task.clone(),
+                                        cols: Cols::of(&task),
+                                        text_changed: true,
                                         retried,
                                     },
                                 );
@@ -375,7 +503,7 @@ impl Writer {
                 let body = serde_json::to_string(t).map_err(|e| corrupt("task", e))?;
                 if b.existed {
                     report.tasks_updated += 1;
-                    update_task(&tx, slot.seq, &b.task, t, &body)?;
+                    update_task(&tx, &mut self.update_sql, slot.seq, &b.cols, t, &body)?;
                 } else {
                     report.tasks_created += 1;
                     insert
@@ -400,31 +528,25 @@ impl Writer {
                 }
                 report.changed_tasks.push(id.clone());
                 // Search text.
-                let text_changed = !b.existed
-                    || t.name != b.task.name
-                    || t.args != b.task.args
-                    || t.kwargs != b.task.kwargs
-                    || t.result != b.task.result
-                    || t.exception != b.task.exception;
-                if text_changed {
+                if b.text_changed {
                     pending.execute(params![slot.seq, now]).map_err(map_err)?;
                 }
                 // Count deltas.
                 if b.existed {
                     *counts
                         .entry((
-                            key(&b.task.name).to_owned(),
-                            key(&b.task.worker).to_owned(),
-                            b.task.state.as_str(),
+                            key(&b.cols.name).to_owned(),
+                            key(&b.cols.worker).to_owned(),
+                            b.cols.state.as_str(),
                         ))
                         .or_default() -= 1;
-                    if let Some(f) = b.task.finished_at() {
+                    if let Some(f) = b.cols.finished_at {
                         *minutes
                             .entry((
                                 minute(f),
-                                b.task.state.as_str(),
-                                key(&b.task.name).to_owned(),
-                                key(&b.task.worker).to_owned(),
+                                b.cols.state.as_str(),
+                                key(&b.cols.name).to_owned(),
+                                key(&b.cols.worker).to_owned(),
                             ))
                             .or_default() -= 1;
                     }
@@ -753,59 +875,89 @@ impl Writer {
     }
 }
 
-/// Columns of `tasks` besides the body, with how to read them off a task.
-type ColumnFn = fn(&Task) -> rusqlite::types::Value;
-
-fn opt_text(v: &Option<String>) -> rusqlite::types::Value {
-    v.clone()
-        .map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text)
-}
-
-fn opt_real(v: Option<f64>) -> rusqlite::types::Value {
-    v.map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Real)
-}
-
-const COLUMNS: [(&str, ColumnFn); 12] = [
-    ("name", |t| opt_text(&t.name)),
-    ("state", |t| {
-        rusqlite::types::Value::Text(t.state.as_str().to_owned())
-    }),
-    ("worker", |t| opt_text(&t.worker)),
-    ("created_at", |t| rusqlite::types::Value::Real(t.created_at)),
-    ("updated_at", |t| rusqlite::types::Value::Real(t.updated_at)),
-    ("received_at", |t| opt_real(t.received_at)),
-    ("started_at", |t| opt_real(t.started_at)),
-    ("succeeded_at", |t| opt_real(t.succeeded_at)),
-    ("runtime", |t| opt_real(t.runtime)),
-    ("root_id", |t| opt_text(&t.root_id)),
-    ("parent_id", |t| opt_text(&t.parent_id)),
-    ("group_id", |t| opt_text(&t.group_id)),
+/// Columns of `tasks` that an update may change, in bit order.
+const COLUMNS: [&str; 12] = [
+    "name",
+    "state",
+    "worker",
+    "created_at",
+    "updated_at",
+    "received_at",
+    "started_at",
+    "succeeded_at",
+    "runtime",
+    "root_id",
+    "parent_id",
+    "group_id",
 ];
 
 /// Update only the columns that changed, so SQLite only touches the indexes
-/// over them (a state change rewrites one index entry, not nine).
+/// over them (a state change rewrites one index entry, not nine). The SQL
+/// of each set of changed columns is built once.
 fn update_task(
     tx: &Transaction<'_>,
+    sql_cache: &mut HashMap<u16, String>,
     seq: i64,
-    old: &Task,
+    old: &Cols,
     new: &Task,
     body: &str,
 ) -> StoreResult<()> {
-    let mut sql = String::from("UPDATE tasks SET body = ?1");
-    let mut values: Vec<rusqlite::types::Value> =
-        vec![rusqlite::types::Value::Text(body.to_owned())];
-    for (col, get) in COLUMNS {
-        let v = get(new);
-        if v != get(old) {
+    use rusqlite::ToSql;
+    let state = new.state.as_str();
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(14);
+    values.push(&body);
+    let changed = [
+        new.name != old.name,
+        new.state != old.state,
+        new.worker != old.worker,
+        new.created_at != old.created_at,
+        new.updated_at != old.updated_at,
+        new.received_at != old.received_at,
+        new.started_at != old.started_at,
+        new.succeeded_at != old.succeeded_at,
+        new.runtime != old.runtime,
+        new.root_id != old.root_id,
+        new.parent_id != old.parent_id,
+        new.group_id != old.group_id,
+    ];
+    let mask = changed
+        .iter()
+        .enumerate()
+        .fold(0u16, |m, (bit, c)| if *c { m | 1 << bit } else { m });
+    let cols: [&dyn ToSql; 12] = [
+        &new.name,
+        &state,
+        &new.worker,
+        &new.created_at,
+        &new.updated_at,
+        &new.received_at,
+        &new.started_at,
+        &new.succeeded_at,
+        &new.runtime,
+        &new.root_id,
+        &new.parent_id,
+        &new.group_id,
+    ];
+    for (bit, v) in cols.into_iter().enumerate() {
+        if mask & (1 << bit) != 0 {
             values.push(v);
-            sql.push_str(&format!(", {col} = ?{}", values.len()));
         }
     }
-    values.push(rusqlite::types::Value::Integer(seq));
-    sql.push_str(&format!(" WHERE seq = ?{}", values.len()));
-    let mut st = tx.prepare_cached(&sql).map_err(map_err)?;
-    st.execute(rusqlite::params_from_iter(values))
-        .map_err(map_err)?;
+    values.push(&seq);
+    let sql = sql_cache.entry(mask).or_insert_with(|| {
+        let mut sql = String::from("UPDATE tasks SET body = ?1");
+        let mut n = 1;
+        for (bit, col) in COLUMNS.iter().enumerate() {
+            if mask & (1 << bit) != 0 {
+                n += 1;
+                sql.push_str(&format!(", {col} = ?{n}"));
+            }
+        }
+        sql.push_str(&format!(" WHERE seq = ?{}", n + 1));
+        sql
+    });
+    let mut st = tx.prepare_cached(sql).map_err(map_err)?;
+    st.execute(values.as_slice()).map_err(map_err)?;
     Ok(())
 }
 
