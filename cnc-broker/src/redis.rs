@@ -92,6 +92,29 @@ fn build_client(config: &Config, broadcast_capacity: usize) -> BrokerResult<Clie
         .map_err(|e| BrokerError::new(ErrorKind::InvalidUrl, "redis client config").with_source(e))
 }
 
+/// How long one command on a long-lived command connection may take,
+/// reconnection included, before it fails with a temporary error.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The long-lived, shared command connection (broker and result backend).
+/// Unlike the event subscriber it reconnects by itself (capped exponential,
+/// 100 ms to 5 s, forever): without a policy, fred leaves a client whose
+/// server restarted disconnected for good and its commands wait forever
+/// (found by the server-restart test). Commands are bounded by
+/// [`COMMAND_TIMEOUT`]; never run blocking commands (`BRPOP`) on it.
+fn build_command_client(config: &Config) -> BrokerResult<Client> {
+    Builder::from_config(config.clone())
+        .with_performance_config(|p| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(|e| BrokerError::new(ErrorKind::InvalidUrl, "redis client config").with_source(e))
+}
+
 impl RedisBroker {
     /// Connect to `url` (`redis://[:password@]host[:port][/db]`).
     pub async fn connect(url: &str, opts: RedisOptions) -> BrokerResult<Self> {
@@ -101,7 +124,7 @@ impl RedisBroker {
             BrokerError::new(ErrorKind::InvalidUrl, format!("bad Redis URL {redacted}"))
                 .with_source(e)
         })?;
-        let client = build_client(&config, 32)?;
+        let client = build_command_client(&config)?;
         client.init().await.map_err(|e| drv("connect", url, e))?;
         let names = RedisNames::new(db).with_key_prefix(opts.key_prefix);
         Ok(Self {
@@ -521,7 +544,7 @@ impl RedisResultBackend {
             BrokerError::new(ErrorKind::InvalidUrl, format!("bad Redis URL {redacted}"))
                 .with_source(e)
         })?;
-        let client = build_client(&config, 32)?;
+        let client = build_command_client(&config)?;
         client.init().await.map_err(|e| drv("connect", url, e))?;
         Ok(Self {
             url: url.to_owned(),

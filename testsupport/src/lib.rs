@@ -540,3 +540,224 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released: another process
+/// could take it in between, which is fine for tests).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| HarnessError(format!("bind a free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| HarnessError(format!("free port: {e}")))
+}
+
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg("--")
+        .arg(format!("-{}", child.id()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A private `redis-server` on its own port (no persistence), for tests
+/// that stop and restart the server itself. Killed on drop.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Start one on a free port and wait until it answers PING.
+    pub fn start() -> Result<Self> {
+        let mut r = Self {
+            port: free_port()?,
+            child: None,
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `SIGKILL` the server (clients see their connections reset).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_group(&mut c);
+        }
+    }
+
+    /// Start the server again on the same port (after [`Self::kill`]) and
+    /// wait until it answers PING.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| HarnessError(format!("spawn redis-server: {e}")))?;
+        self.child = Some(child);
+        let up = wait_for(Duration::from_secs(30), || {
+            let out = Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port, "PING"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("PONG")
+                .then_some(())
+        });
+        match up {
+            Some(()) => Ok(()),
+            None => err(format!(
+                "redis-server on port {port} did not answer in 30 s"
+            )),
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A private RabbitMQ node (own node name, AMQP and distribution ports,
+/// data and log directories under `target/`, no plugins), for tests that
+/// kill and restart the broker itself. Killed, and its files removed, on
+/// drop. Runs as the current user with the system's Erlang cookie home so
+/// `rabbitmqctl -n <node>` can reach it.
+#[derive(Debug)]
+pub struct PrivateRabbit {
+    node: String,
+    port: u16,
+    dist_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRabbit {
+    /// Start a node and wait until it has booted (up to 3 minutes).
+    pub fn start() -> Result<Self> {
+        let id = unique("cnc-restart-");
+        let dir = target_dir().join("rabbit-nodes").join(&id);
+        fs::create_dir_all(&dir).map_err(|e| HarnessError(format!("node dir: {e}")))?;
+        let port = free_port()?;
+        let mut dist_port = free_port()?;
+        while dist_port == port {
+            dist_port = free_port()?;
+        }
+        fs::write(dir.join("enabled_plugins"), "[].\n")
+            .map_err(|e| HarnessError(format!("plugins file: {e}")))?;
+        // The system config pins the listener to 5672: use our own.
+        fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+        )
+        .map_err(|e| HarnessError(format!("config file: {e}")))?;
+        let mut r = Self {
+            node: format!("{id}@localhost"),
+            port,
+            dist_port,
+            dir,
+            child: None,
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>//` (the default vhost).
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}//", self.port)
+    }
+
+    /// The Erlang node name (for `rabbitmqctl -n`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `SIGKILL` the node's processes.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_group(&mut c);
+        }
+    }
+
+    /// Start the node again (same name, ports and data) after
+    /// [`Self::kill`], and wait until it has booted.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let log = File::create(self.dir.join("server.out"))
+            .map_err(|e| HarnessError(format!("node log: {e}")))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| HarnessError(format!("node log: {e}")))?;
+        let d = |p: &str| self.dir.join(p);
+        let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        cmd.env("HOME", "/var/lib/rabbitmq")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", d("rabbitmq.conf"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| HarnessError(format!("spawn rabbitmq-server: {e}")))?;
+        self.child = Some(child);
+        let node = self.node.clone();
+        let up = wait_for(Duration::from_secs(180), || {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return Some(false);
+            }
+            let ok = Command::new("rabbitmqctl")
+                .args(["-n", &node, "-q", "await_startup", "--timeout", "5"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            ok.then_some(true)
+        });
+        match up {
+            Some(true) => Ok(()),
+            _ => {
+                let out = fs::read_to_string(self.dir.join("server.out")).unwrap_or_default();
+                err(format!("RabbitMQ node {node} did not start:\n{out}"))
+            }
+        }
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
