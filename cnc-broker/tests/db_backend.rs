@@ -10,6 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cnc_broker::db::postgres::PostgresResultBackend;
+use cnc_broker::db::sqlite::SqliteResultBackend;
 use cnc_broker::redis::{RedisBroker, RedisOptions};
 use cnc_broker::{Broker, ErrorKind, ResultBackend};
 use cnc_testsupport::{CeleryWorker, RedisDb, WorkerOpts};
@@ -45,12 +47,50 @@ async fn start_worker(
         .expect("start worker")
 }
 
+/// How Celery itself is pointed at the same results (for reading back
+/// what we stored): environment for `run_python` with the test app.
+struct CeleryEnv(Vec<(String, String)>);
+
+impl CeleryEnv {
+    /// `AbortableAsyncResult(id).state` for each id, as Celery reads it.
+    async fn states(&self, ids: &[&str]) -> Vec<String> {
+        let script = format!(
+            "from celery.contrib.abortable import AbortableAsyncResult\n\
+             from cnc_testapp import app\n\
+             for i in {ids:?}:\n    \
+                 r = AbortableAsyncResult(i, app=app)\n    \
+                 print(r.state, r.is_aborted())\n"
+        );
+        let env = self.0.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            cnc_testsupport::run_python(&script, &env)
+        })
+        .await
+        .expect("join")
+        .expect("celery reads the results");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// The checks both dialects share. `insert_pickle(id)` stores a row whose
-/// result blob is a pickle, as old Celery versions wrote.
-async fn suite<F, Fut>(broker: &Arc<dyn Broker>, backend: &Arc<dyn ResultBackend>, insert_pickle: F)
-where
+/// result blob is a pickle, as old Celery versions wrote; `abort(id)`
+/// stores ABORTED through the backend under test.
+async fn suite<F, Fut, A, AF>(
+    broker: &Arc<dyn Broker>,
+    backend: &Arc<dyn ResultBackend>,
+    insert_pickle: F,
+    abort: A,
+    celery: CeleryEnv,
+) where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
+    A: Fn(String) -> AF,
+    AF: std::future::Future<Output = cnc_broker::BrokerResult<()>>,
 {
     backend.healthcheck().await.expect("healthcheck");
     let ok = common::send(broker, "cnc.add", vec![json!(2), json!(3)], "celery").await;
@@ -115,6 +155,30 @@ where
     want.sort_unstable();
     assert_eq!(ids, want);
 
+    // ABORTED, stored as Celery's AbortableAsyncResult.abort() stores it:
+    // a SUCCESS is kept, anything else replaced, a missing row inserted.
+    abort(ok.clone()).await.expect("abort a finished task");
+    assert_eq!(
+        backend.get(&ok).await.expect("get").expect("row").status,
+        "SUCCESS"
+    );
+    abort(bad.clone()).await.expect("abort a failed task");
+    let a = backend.get(&bad).await.expect("get").expect("row");
+    assert_eq!(a.status, "ABORTED", "{a:?}");
+    assert_eq!(a.result, serde_json::Value::Null, "{a:?}");
+    assert!(a.traceback.is_none() && a.date_done.is_none(), "{a:?}");
+    let fresh = cnc_testsupport::unique("aborted-");
+    abort(fresh.clone()).await.expect("abort an unknown task");
+    assert_eq!(
+        backend.get(&fresh).await.expect("get").expect("row").status,
+        "ABORTED"
+    );
+    // Celery reads them back the same way.
+    assert_eq!(
+        celery.states(&[&ok, &bad, &fresh]).await,
+        ["SUCCESS False", "ABORTED True", "ABORTED True"]
+    );
+
     assert!(backend.delete(&ok).await.expect("delete"));
     assert!(backend.get(&ok).await.expect("get").is_none());
     assert!(!backend.delete(&ok).await.expect("delete again"));
@@ -122,10 +186,12 @@ where
     assert_eq!(backend.delete_by_name("cnc.mul").await.expect("by name"), 2);
     assert!(backend.get(&m1).await.expect("get").is_none());
     assert!(backend.get(&bad).await.expect("get").is_some());
+    assert!(backend.get(&fresh).await.expect("get").is_some());
     assert_eq!(backend.delete_by_name("cnc.mul").await.expect("by name"), 0);
 
-    // What is left: the failure and the pickled row.
-    assert_eq!(backend.delete_all().await.expect("delete all"), 2);
+    // What is left: the aborted failure, the pickled row, the aborted
+    // unknown task.
+    assert_eq!(backend.delete_all().await.expect("delete all"), 3);
     assert!(backend.list(100).await.expect("list").is_empty());
     assert_eq!(backend.delete_all().await.expect("delete all"), 0);
 }
@@ -153,17 +219,32 @@ async fn sqlite_backend_with_a_real_worker() {
     let tag = cnc_testsupport::unique("s");
     let _w = start_worker(&tag, &db.url(), &url, &[]).await;
     let path = file.clone();
-    suite(&broker, &backend, |id| async move {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.busy_timeout(Duration::from_secs(10))
-            .expect("busy timeout");
-        conn.execute(
-            "INSERT INTO celery_taskmeta (task_id, status, result, date_done) \
+    let direct = Arc::new(SqliteResultBackend::from_url(&url).expect("sqlite backend"));
+    let celery = CeleryEnv(vec![
+        ("CNC_BROKER".into(), db.url()),
+        ("CNC_BACKEND".into(), url.clone()),
+        ("CNC_RESULT_EXTENDED".into(), "1".into()),
+    ]);
+    suite(
+        &broker,
+        &backend,
+        |id| async move {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            conn.busy_timeout(Duration::from_secs(10))
+                .expect("busy timeout");
+            conn.execute(
+                "INSERT INTO celery_taskmeta (task_id, status, result, date_done) \
              VALUES (?1, 'SUCCESS', ?2, '2026-01-01 00:00:00.000000')",
-            (&id, b"\x80\x04K\x05.".as_slice()),
-        )
-        .expect("insert pickle");
-    })
+                (&id, b"\x80\x04K\x05.".as_slice()),
+            )
+            .expect("insert pickle");
+        },
+        |id| {
+            let direct = direct.clone();
+            async move { direct.store_aborted(&id).await }
+        },
+        celery,
+    )
     .await;
 }
 
@@ -224,18 +305,38 @@ async fn postgres_backend_with_a_real_worker() {
     )
     .await;
     let table = format!("\"{}\".celery_taskmeta", schema.name);
-    suite(&broker, &backend, |id| async move {
-        pg().await
-            .execute(
-                &format!(
-                    "INSERT INTO {table} (id, task_id, status, result, date_done) \
-                     VALUES (100000, $1, 'SUCCESS', $2, now())"
-                ),
-                &[&id, &b"\x80\x04K\x05.".as_slice()],
-            )
+    let direct = Arc::new(
+        PostgresResultBackend::connect(&url)
             .await
-            .expect("insert pickle");
-    })
+            .expect("postgres backend"),
+    );
+    let celery = CeleryEnv(vec![
+        ("CNC_BROKER".into(), db.url()),
+        ("CNC_BACKEND".into(), celery_url.clone()),
+        ("CNC_RESULT_EXTENDED".into(), "1".into()),
+        ("CNC_DB_SCHEMA".into(), schema.name.clone()),
+    ]);
+    suite(
+        &broker,
+        &backend,
+        |id| async move {
+            pg().await
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} (id, task_id, status, result, date_done) \
+                     VALUES (100000, $1, 'SUCCESS', $2, now())"
+                    ),
+                    &[&id, &b"\x80\x04K\x05.".as_slice()],
+                )
+                .await
+                .expect("insert pickle");
+        },
+        |id| {
+            let direct = direct.clone();
+            async move { direct.store_aborted(&id).await }
+        },
+        celery,
+    )
     .await;
 }
 

@@ -14,7 +14,7 @@
 //!   lack `children`, `stamps` or the `result_extended` columns; the reader
 //!   asks the database which columns exist (once, until an error) and selects
 //!   `NULL` for the missing ones. Deleting by task name needs the `name`
-//!   column and is [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)
+//!   column and is [`ErrorKind::Unsupported`]
 //!   without it.
 //! * **A missing table or SQLite file is an empty backend**, not an error:
 //!   Celery creates them when a worker first stores a result, which may be
@@ -22,7 +22,7 @@
 //!   file is missing.
 //! * **Blobs are JSON or nothing.** Result blobs hold JSON text written with
 //!   the result serializer; a pickle (first byte `0x80`) is reported as
-//!   undecodable ([`ErrorKind::Decode`](crate::ErrorKind::Decode) from `get`,
+//!   undecodable ([`ErrorKind::Decode`] from `get`,
 //!   skipped by `list`) and never unpickled.
 //! * **Table names follow Celery's settings**: `database_table_names` and
 //!   `database_table_schemas` map onto [`DbTable`], settable in code or with
@@ -227,17 +227,26 @@ pub(crate) struct Queries {
     pub delete_by_name: Option<String>,
     /// `DELETE FROM …`.
     pub delete_all: String,
-    /// `UPDATE … SET status = $2, date_done = now WHERE task_id = $1`.
-    pub set_status: String,
+    /// Store `ABORTED` over anything but `SUCCESS`, as Celery's
+    /// `_store_result(task_id, None, "ABORTED")` does: result `null`, and
+    /// every other column it writes cleared (no request context).
+    pub abort_update: String,
+    /// Insert the `ABORTED` row when there is none (a `SUCCESS` row or a
+    /// racing insert wins: `ON CONFLICT DO NOTHING`).
+    pub abort_insert: String,
 }
 
 impl Queries {
     /// Build the statements; `columns` are the table's column names. Errors
     /// when the table lacks `task_id` or `status` (not a Celery table).
+    /// `id_expr`: the value for `id` on insert when the database does not
+    /// fill it (PostgreSQL: SQLAlchemy's client-side `task_id_sequence`);
+    /// `None` leaves `id` out.
     pub(crate) fn build(
         dialect: Dialect,
         table: &DbTable,
         columns: &[String],
+        id_expr: Option<&str>,
     ) -> Result<Self, String> {
         let has = |c: &str| columns.iter().any(|x| x.eq_ignore_ascii_case(c));
         for required in ["task_id", "status"] {
@@ -268,16 +277,35 @@ impl Queries {
         let t = table.qualified();
         let select = format!("SELECT {} FROM {t}", exprs.join(", "));
         let p1 = dialect.placeholder(1);
-        let p2 = dialect.placeholder(2);
         let order = if has("id") { "id" } else { "task_id" };
-        let now = match dialect {
-            Dialect::Sqlite => "strftime('%Y-%m-%d %H:%M:%f', 'now')",
-            Dialect::Postgres => "(now() AT TIME ZONE 'UTC')",
+        // What Celery's `_update_result` writes for a state without a
+        // request: the JSON `null` result, NULL in the other columns.
+        let null_blob = match dialect {
+            Dialect::Sqlite => "CAST('null' AS BLOB)",
+            Dialect::Postgres => "convert_to('null', 'UTF8')",
         };
-        let date_done = if has("date_done") {
-            format!(", date_done = {now}")
-        } else {
-            String::new()
+        let mut sets = vec![
+            "status = 'ABORTED'".to_owned(),
+            format!("result = {null_blob}"),
+        ];
+        for col in [
+            "date_done",
+            "traceback",
+            "children",
+            "name",
+            "args",
+            "kwargs",
+            "worker",
+            "retries",
+            "queue",
+        ] {
+            if has(col) {
+                sets.push(format!("{} = NULL", quote_ident(col)));
+            }
+        }
+        let (id_col, id_val) = match id_expr {
+            Some(e) if has("id") => ("id, ", format!("{e}, ")),
+            _ => ("", String::new()),
         };
         Ok(Self {
             get: format!("{select} WHERE task_id = {p1}"),
@@ -285,7 +313,14 @@ impl Queries {
             delete: format!("DELETE FROM {t} WHERE task_id = {p1}"),
             delete_by_name: has("name").then(|| format!("DELETE FROM {t} WHERE name = {p1}")),
             delete_all: format!("DELETE FROM {t}"),
-            set_status: format!("UPDATE {t} SET status = {p2}{date_done} WHERE task_id = {p1}"),
+            abort_update: format!(
+                "UPDATE {t} SET {} WHERE task_id = {p1} AND (status IS NULL OR status <> 'SUCCESS')",
+                sets.join(", ")
+            ),
+            abort_insert: format!(
+                "INSERT INTO {t} ({id_col}task_id, status, result) \
+                 VALUES ({id_val}{p1}, 'ABORTED', {null_blob}) ON CONFLICT (task_id) DO NOTHING"
+            ),
         })
     }
 }
@@ -404,14 +439,31 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let q = Queries::build(Dialect::Postgres, &DbTable::default(), &old).unwrap();
+        let q = Queries::build(Dialect::Postgres, &DbTable::default(), &old, None).unwrap();
         assert!(q.delete_by_name.is_none());
         assert!(q.get.contains("CAST(NULL AS BYTEA)"), "{}", q.get);
         assert!(q.get.ends_with("WHERE task_id = $1"), "{}", q.get);
-        let q = Queries::build(Dialect::Sqlite, &DbTable::default(), &old).unwrap();
+        let q = Queries::build(Dialect::Sqlite, &DbTable::default(), &old, None).unwrap();
         assert!(q.list.ends_with("ORDER BY id DESC LIMIT ?1"), "{}", q.list);
-        assert!(Queries::build(Dialect::Sqlite, &DbTable::default(), &["id".into()]).is_err());
+        assert!(
+            Queries::build(Dialect::Sqlite, &DbTable::default(), &["id".into()], None).is_err()
+        );
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        let q = Queries::build(
+            Dialect::Postgres,
+            &DbTable::default(),
+            &old,
+            Some("nextval('s')"),
+        )
+        .unwrap();
+        assert!(
+            q.abort_insert
+                .contains("(id, task_id, status, result) VALUES (nextval('s'), $1,"),
+            "{}",
+            q.abort_insert
+        );
+        assert!(q.abort_update.contains("traceback"), "{}", q.abort_update);
+        assert!(!q.abort_update.contains("kwargs"), "{}", q.abort_update);
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl PostgresResultBackend {
         }
         let rows = client
             .query(
-                "SELECT column_name::text FROM information_schema.columns \
+                "SELECT column_name::text, column_default IS NOT NULL FROM information_schema.columns \
                  WHERE table_schema = COALESCE($1::text, current_schema()::text) AND table_name = $2",
                 &[&self.table.schema, &self.table.name],
             )
@@ -153,8 +153,26 @@ impl PostgresResultBackend {
         if columns.is_empty() {
             return Ok(None);
         }
+        // SQLAlchemy fills `id` from Celery's `task_id_sequence` itself (no
+        // server default); a table with a default (serial) needs nothing.
+        let id_has_default = rows
+            .iter()
+            .any(|r| r.get::<_, String>(0) == "id" && r.get::<_, bool>(1));
+        let sequence = DbTable {
+            name: "task_id_sequence".to_owned(),
+            schema: self.table.schema.clone(),
+        }
+        .qualified()
+        .replace('\'', "''");
+        let id_expr = format!("nextval('{sequence}')");
         let q = Arc::new(
-            Queries::build(Dialect::Postgres, &self.table, &columns).map_err(|msg| {
+            Queries::build(
+                Dialect::Postgres,
+                &self.table,
+                &columns,
+                (!id_has_default).then_some(id_expr.as_str()),
+            )
+            .map_err(|msg| {
                 BrokerError::new(ErrorKind::Rejected, format!("{}: {msg}", self.shown))
             })?,
         );
@@ -200,14 +218,31 @@ impl PostgresResultBackend {
         }
     }
 
-    /// Set the status of one stored result (`ABORTED`…), as Celery's
-    /// `AbortableAsyncResult.abort()` does. True if the row existed.
-    pub async fn set_status(&self, task_id: &str, status: &str) -> BrokerResult<bool> {
-        let Some((c, q)) = self.prepare().await? else {
-            return Ok(false);
+    /// Store the state `ABORTED` for `task_id` as Celery's
+    /// `AbortableAsyncResult.abort()` does on this backend (result `null`,
+    /// the other columns cleared): a stored `SUCCESS` is kept, anything else replaced, a
+    /// missing row inserted (its `id` from `task_id_sequence`, as SQLAlchemy
+    /// does). Fails with [`ErrorKind::NotFound`] while the table does not
+    /// exist (only Celery creates it).
+    pub async fn store_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        let missing = || {
+            BrokerError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{}: no result table yet (a worker creates it): cannot store ABORTED",
+                    self.shown
+                ),
+            )
         };
-        let r = c.execute(&q.set_status, &[&task_id, &status]).await;
-        Ok(self.outcome("set status", r)?.unwrap_or(0) > 0)
+        let Some((c, q)) = self.prepare().await? else {
+            return Err(missing());
+        };
+        let r = c.execute(&q.abort_update, &[&task_id]).await;
+        if self.outcome("store ABORTED", r)?.ok_or_else(missing)? == 0 {
+            let r = c.execute(&q.abort_insert, &[&task_id]).await;
+            self.outcome("store ABORTED", r)?.ok_or_else(missing)?;
+        }
+        Ok(())
     }
 }
 

@@ -142,8 +142,9 @@ impl SqliteResultBackend {
             if columns.is_empty() {
                 return Ok(Found::Missing);
             }
-            st.queries =
-                Some(Queries::build(Dialect::Sqlite, table, &columns).map_err(Failure::Schema)?);
+            st.queries = Some(
+                Queries::build(Dialect::Sqlite, table, &columns, None).map_err(Failure::Schema)?,
+            );
         }
         let Some(q) = st.queries.as_ref() else {
             return Ok(Found::Missing);
@@ -151,16 +152,31 @@ impl SqliteResultBackend {
         f(conn, q).map(Found::Done).map_err(Failure::Sqlite)
     }
 
-    /// Set the status of one stored result (`ABORTED`…), as Celery's
-    /// `AbortableAsyncResult.abort()` does. True if the row existed.
-    pub async fn set_status(&self, task_id: &str, status: &str) -> BrokerResult<bool> {
-        let (id, status) = (task_id.to_owned(), status.to_owned());
+    /// Store the state `ABORTED` for `task_id` as Celery's
+    /// `AbortableAsyncResult.abort()` does on this backend (result `null`,
+    /// the other columns cleared): a stored `SUCCESS` is kept, anything else replaced, a
+    /// missing row inserted. Fails with [`ErrorKind::NotFound`] while the
+    /// file or table does not exist (only Celery creates them).
+    pub async fn store_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        let id = task_id.to_owned();
         let found = self
-            .run("set status", move |c, q| {
-                c.execute(&q.set_status, (&id, &status))
+            .run("store ABORTED", move |c, q| {
+                if c.execute(&q.abort_update, [&id])? == 0 {
+                    c.execute(&q.abort_insert, [&id])?;
+                }
+                Ok(())
             })
             .await?;
-        Ok(matches!(found, Found::Done(n) if n > 0))
+        match found {
+            Found::Done(()) => Ok(()),
+            Found::Missing => Err(BrokerError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{}: no result table yet (a worker creates it): cannot store ABORTED",
+                    self.shown
+                ),
+            )),
+        }
     }
 }
 
