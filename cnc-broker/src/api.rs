@@ -200,7 +200,8 @@ impl TaskResult {
     }
 }
 
-/// A Celery result backend: read and clear stored results.
+/// A Celery result backend: read and clear stored results, and store the
+/// `ABORTED` state of an abort request ([`ResultBackend::mark_aborted`]).
 #[async_trait]
 pub trait ResultBackend: Send + Sync + Debug + 'static {
     /// The backend URL with the password hidden.
@@ -224,6 +225,32 @@ pub trait ResultBackend: Send + Sync + Debug + 'static {
 
     /// Check the backend answers.
     async fn healthcheck(&self) -> BrokerResult<()>;
+
+    /// Store the state `ABORTED` for `task_id`, as Celery's
+    /// `AbortableAsyncResult(task_id).abort()` does (`store_result(task_id,
+    /// None, "ABORTED")`): a running `AbortableTask` sees it with
+    /// `self.is_aborted()`. Like Celery, a result already stored as
+    /// `SUCCESS` is left alone; anything else is replaced.
+    ///
+    /// The default answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported),
+    /// for backends that cannot write.
+    async fn mark_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        Err(crate::error::BrokerError::unsupported(format!(
+            "storing ABORTED for task {task_id} is not supported by the result backend {}",
+            self.redacted_url()
+        )))
+    }
+}
+
+/// The result meta Celery stores for an abort request, as its JSON
+/// serializer writes it (`backends/base.py` `_get_result_meta` with no
+/// request: `ABORTED` is not a ready state, so no `date_done`; no task
+/// context, so `children` is `null`).
+pub fn aborted_meta(task_id: &str) -> String {
+    let id = serde_json::to_string(task_id).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(
+        r#"{{"status": "ABORTED", "result": null, "traceback": null, "children": null, "date_done": null, "task_id": {id}}}"#
+    )
 }
 
 /// Turn one reply message (`{hostname: payload}`) answering `ticket` into

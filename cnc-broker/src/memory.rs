@@ -266,6 +266,21 @@ impl ResultBackend for MemoryBackend {
     async fn healthcheck(&self) -> BrokerResult<()> {
         Ok(())
     }
+
+    /// Celery's semantics: a stored `SUCCESS` stays, anything else becomes
+    /// the plain `ABORTED` meta.
+    async fn mark_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        let mut m = self.lock()?;
+        if m.get(task_id).is_some_and(|r| r.status == "SUCCESS") {
+            return Ok(());
+        }
+        let raw: serde_json::Value = serde_json::from_str(&crate::api::aborted_meta(task_id))
+            .map_err(|e| BrokerError::decode(format!("aborted meta: {e}")))?;
+        if let Some(r) = TaskResult::from_redis_value(task_id, raw) {
+            m.insert(task_id.to_owned(), r);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -302,5 +317,95 @@ mod tests {
             None => None,
         };
         assert!(matches!(got, Some(Ok(e)) if e == ev));
+    }
+
+    fn result(id: &str, status: &str) -> TaskResult {
+        TaskResult {
+            task_id: id.into(),
+            status: status.into(),
+            result: serde_json::json!(5),
+            traceback: Some("tb".into()),
+            date_done: Some("2026-01-01T00:00:00".into()),
+            name: Some("cnc.add".into()),
+            raw: serde_json::json!({}),
+        }
+    }
+
+    /// Celery's rule: a stored SUCCESS is kept; any other state, or no
+    /// result at all, becomes the plain ABORTED meta.
+    #[tokio::test]
+    async fn mark_aborted_keeps_success_and_replaces_the_rest() {
+        let b = MemoryBackend::default();
+        b.store(result("done", "SUCCESS"));
+        b.store(result("running", "STARTED"));
+        b.store(result("failed", "FAILURE"));
+        for id in ["done", "running", "failed", "unknown"] {
+            assert!(b.mark_aborted(id).await.is_ok(), "{id}");
+        }
+        let get = |id: &str| {
+            let b = b.clone();
+            let id = id.to_owned();
+            async move { b.get(&id).await.ok().flatten() }
+        };
+        assert_eq!(get("done").await, Some(result("done", "SUCCESS")));
+        for id in ["running", "failed", "unknown"] {
+            let r = get(id).await;
+            let r = r.as_ref();
+            assert_eq!(r.map(|r| r.status.as_str()), Some("ABORTED"), "{id}");
+            assert_eq!(r.map(|r| &r.result), Some(&serde_json::Value::Null));
+            assert_eq!(r.and_then(|r| r.traceback.clone()), None);
+            assert_eq!(r.and_then(|r| r.date_done.clone()), None);
+            assert_eq!(r.and_then(|r| r.name.clone()), None);
+            assert_eq!(
+                r.map(|r| r.raw.clone()),
+                Some(serde_json::json!({"status": "ABORTED", "result": null,
+                    "traceback": null, "children": null, "date_done": null,
+                    "task_id": id}))
+            );
+        }
+        // Twice is the same as once.
+        assert!(b.mark_aborted("unknown").await.is_ok());
+        assert_eq!(
+            get("unknown").await.map(|r| r.status),
+            Some("ABORTED".into())
+        );
+    }
+
+    /// A backend that does not override `mark_aborted` says it cannot.
+    #[tokio::test]
+    async fn mark_aborted_defaults_to_unsupported() {
+        #[derive(Debug)]
+        struct ReadOnly;
+        #[async_trait]
+        impl ResultBackend for ReadOnly {
+            fn redacted_url(&self) -> String {
+                "custom://".into()
+            }
+            async fn get(&self, _: &str) -> BrokerResult<Option<TaskResult>> {
+                Ok(None)
+            }
+            async fn list(&self, _: usize) -> BrokerResult<Vec<TaskResult>> {
+                Ok(Vec::new())
+            }
+            async fn delete(&self, _: &str) -> BrokerResult<bool> {
+                Ok(false)
+            }
+            async fn delete_by_name(&self, _: &str) -> BrokerResult<u64> {
+                Ok(0)
+            }
+            async fn delete_all(&self) -> BrokerResult<u64> {
+                Ok(0)
+            }
+            async fn healthcheck(&self) -> BrokerResult<()> {
+                Ok(())
+            }
+        }
+        let e = ReadOnly.mark_aborted("t1").await.err();
+        assert_eq!(
+            e.as_ref().map(BrokerError::kind),
+            Some(crate::ErrorKind::Unsupported)
+        );
+        let msg = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("t1") && msg.contains("custom://"), "{msg}");
     }
 }

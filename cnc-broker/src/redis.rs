@@ -693,4 +693,48 @@ impl ResultBackend for RedisResultBackend {
             .map_err(|e| self.err("ping", e))?;
         Ok(())
     }
+
+    /// What Celery's Redis backend does for `AbortableAsyncResult.abort()`:
+    /// skip a stored `SUCCESS`, else `SETEX celery-task-meta-<id>` for
+    /// `result_expires` (Celery's default, one day: the app's own setting is
+    /// not known here) and `PUBLISH` the same value on the key's channel,
+    /// in one pipeline.
+    async fn mark_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        /// Celery's default `result_expires`.
+        const RESULT_EXPIRES_SECS: i64 = 86_400;
+        let key = format!("{RESULT_KEY_PREFIX}{task_id}");
+        let current: Option<Vec<u8>> = self
+            .client
+            .get(&key)
+            .await
+            .map_err(|e| self.err("get", e))?;
+        // Celery decodes the current meta and keeps a SUCCESS; a value it
+        // cannot decode makes Celery fail, we overwrite it instead.
+        if current
+            .as_deref()
+            .and_then(|raw| parse_result(&key, raw))
+            .is_some_and(|r| r.status == "SUCCESS")
+        {
+            return Ok(());
+        }
+        let meta = crate::api::aborted_meta(task_id);
+        let pipe = self.client.pipeline();
+        let _: () = pipe
+            .set(
+                &key,
+                meta.as_str(),
+                Some(Expiration::EX(RESULT_EXPIRES_SECS)),
+                None,
+                false,
+            )
+            .await
+            .map_err(|e| self.err("set", e))?;
+        let _: () = pipe
+            .publish(&key, meta.as_str())
+            .await
+            .map_err(|e| self.err("publish", e))?;
+        let _: Vec<fred::types::Value> =
+            pipe.all().await.map_err(|e| self.err("setex+publish", e))?;
+        Ok(())
+    }
 }

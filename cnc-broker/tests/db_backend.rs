@@ -10,8 +10,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cnc_broker::db::postgres::PostgresResultBackend;
-use cnc_broker::db::sqlite::SqliteResultBackend;
 use cnc_broker::redis::{RedisBroker, RedisOptions};
 use cnc_broker::{Broker, ErrorKind, ResultBackend};
 use cnc_testsupport::{CeleryWorker, RedisDb, WorkerOpts};
@@ -78,19 +76,17 @@ impl CeleryEnv {
 }
 
 /// The checks both dialects share. `insert_pickle(id)` stores a row whose
-/// result blob is a pickle, as old Celery versions wrote; `abort(id)`
-/// stores ABORTED through the backend under test.
-async fn suite<F, Fut, A, AF>(
+/// result blob is a pickle, as old Celery versions wrote. ABORTED goes
+/// through the trait (`ResultBackend::mark_aborted`, which the web UI's
+/// abort calls), so the dyn wiring to `store_aborted` is what is tested.
+async fn suite<F, Fut>(
     broker: &Arc<dyn Broker>,
     backend: &Arc<dyn ResultBackend>,
     insert_pickle: F,
-    abort: A,
     celery: CeleryEnv,
 ) where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
-    A: Fn(String) -> AF,
-    AF: std::future::Future<Output = cnc_broker::BrokerResult<()>>,
 {
     backend.healthcheck().await.expect("healthcheck");
     let ok = common::send(broker, "cnc.add", vec![json!(2), json!(3)], "celery").await;
@@ -157,18 +153,27 @@ async fn suite<F, Fut, A, AF>(
 
     // ABORTED, stored as Celery's AbortableAsyncResult.abort() stores it:
     // a SUCCESS is kept, anything else replaced, a missing row inserted.
-    abort(ok.clone()).await.expect("abort a finished task");
+    backend
+        .mark_aborted(&ok)
+        .await
+        .expect("abort a finished task");
     assert_eq!(
         backend.get(&ok).await.expect("get").expect("row").status,
         "SUCCESS"
     );
-    abort(bad.clone()).await.expect("abort a failed task");
+    backend
+        .mark_aborted(&bad)
+        .await
+        .expect("abort a failed task");
     let a = backend.get(&bad).await.expect("get").expect("row");
     assert_eq!(a.status, "ABORTED", "{a:?}");
     assert_eq!(a.result, serde_json::Value::Null, "{a:?}");
     assert!(a.traceback.is_none() && a.date_done.is_none(), "{a:?}");
     let fresh = cnc_testsupport::unique("aborted-");
-    abort(fresh.clone()).await.expect("abort an unknown task");
+    backend
+        .mark_aborted(&fresh)
+        .await
+        .expect("abort an unknown task");
     assert_eq!(
         backend.get(&fresh).await.expect("get").expect("row").status,
         "ABORTED"
@@ -215,11 +220,13 @@ async fn sqlite_backend_with_a_real_worker() {
     assert_eq!(backend.delete_all().await.expect("delete all"), 0);
     let e = backend.healthcheck().await.expect_err("no file yet");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // Nowhere to store ABORTED until Celery creates the table.
+    let e = backend.mark_aborted("x").await.expect_err("no table yet");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 
     let tag = cnc_testsupport::unique("s");
     let _w = start_worker(&tag, &db.url(), &url, &[]).await;
     let path = file.clone();
-    let direct = Arc::new(SqliteResultBackend::from_url(&url).expect("sqlite backend"));
     let celery = CeleryEnv(vec![
         ("CNC_BROKER".into(), db.url()),
         ("CNC_BACKEND".into(), url.clone()),
@@ -238,10 +245,6 @@ async fn sqlite_backend_with_a_real_worker() {
                 (&id, b"\x80\x04K\x05.".as_slice()),
             )
             .expect("insert pickle");
-        },
-        |id| {
-            let direct = direct.clone();
-            async move { direct.store_aborted(&id).await }
         },
         celery,
     )
@@ -295,6 +298,8 @@ async fn postgres_backend_with_a_real_worker() {
     backend.healthcheck().await.expect("healthcheck");
     assert!(backend.get("x").await.expect("get").is_none());
     assert!(backend.list(10).await.expect("list").is_empty());
+    let e = backend.mark_aborted("x").await.expect_err("no table yet");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 
     let tag = cnc_testsupport::unique("p");
     let _w = start_worker(
@@ -305,11 +310,6 @@ async fn postgres_backend_with_a_real_worker() {
     )
     .await;
     let table = format!("\"{}\".celery_taskmeta", schema.name);
-    let direct = Arc::new(
-        PostgresResultBackend::connect(&url)
-            .await
-            .expect("postgres backend"),
-    );
     let celery = CeleryEnv(vec![
         ("CNC_BROKER".into(), db.url()),
         ("CNC_BACKEND".into(), celery_url.clone()),
@@ -330,10 +330,6 @@ async fn postgres_backend_with_a_real_worker() {
                 )
                 .await
                 .expect("insert pickle");
-        },
-        |id| {
-            let direct = direct.clone();
-            async move { direct.store_aborted(&id).await }
         },
         celery,
     )

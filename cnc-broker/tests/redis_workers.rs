@@ -195,3 +195,129 @@ async fn redis_bad_input_is_counted_and_skipped() {
         );
     }
 }
+
+/// `mark_aborted` on the Redis backend writes what Celery's
+/// `AbortableAsyncResult(id).abort()` writes: the same bytes at
+/// `celery-task-meta-<id>` (Celery's own abort is run next to ours and the
+/// two values compared), a one-day expiry (Celery's default
+/// `result_expires`), the same value published on the key's channel
+/// (Celery's result consumer listens there); a stored `SUCCESS` stays, any
+/// other state is replaced; and Celery reads it back as aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_stores_aborted_as_celery_does() {
+    use fred::prelude::*;
+
+    let db = RedisDb::acquire().expect("redis db");
+    let url = db.url();
+    let backend = cnc_broker::connect_backend(&url).await.expect("backend");
+    let ours = cnc_testsupport::unique("ab-ours-");
+    let theirs = cnc_testsupport::unique("ab-celery-");
+    let done = cnc_testsupport::unique("ab-done-");
+    let started = cnc_testsupport::unique("ab-started-");
+    let key = |id: &str| format!("celery-task-meta-{id}");
+
+    // Listen on our key's channel before writing.
+    let sub = Builder::from_config(Config::from_url(&url).expect("url"))
+        .build()
+        .expect("subscriber");
+    let mut rx = sub.message_rx();
+    sub.init().await.expect("connect subscriber");
+    sub.subscribe(key(&ours)).await.expect("subscribe");
+
+    // Celery's side: its own abort, and results stored the way a worker
+    // stores them (SUCCESS, STARTED).
+    let setup = format!(
+        "from celery.contrib.abortable import AbortableAsyncResult\n\
+         from cnc_testapp import app\n\
+         AbortableAsyncResult({theirs:?}, app=app).abort()\n\
+         app.backend.store_result({done:?}, 5, 'SUCCESS')\n\
+         app.backend.store_result({started:?}, None, 'STARTED')\n"
+    );
+    celery_script(setup, &url).await;
+
+    backend
+        .mark_aborted(&ours)
+        .await
+        .expect("abort unknown task");
+    backend
+        .mark_aborted(&done)
+        .await
+        .expect("abort finished task");
+    backend
+        .mark_aborted(&started)
+        .await
+        .expect("abort started task");
+
+    let raw = |id: &str| {
+        redis_cli(&["-n", &db.db().to_string(), "--no-raw", "GET", &key(id)])
+            .expect("redis-cli get")
+    };
+    // Byte for byte what Celery wrote, ids aside.
+    assert_eq!(
+        raw(&ours).replace(&ours, "<id>"),
+        raw(&theirs).replace(&theirs, "<id>"),
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&cnc_broker::api::aborted_meta(&ours)).expect("json");
+    assert_eq!(
+        stored,
+        serde_json::json!({"status": "ABORTED", "result": null, "traceback": null,
+            "children": null, "date_done": null, "task_id": ours})
+    );
+    let ttl: i64 = redis_cli(&["-n", &db.db().to_string(), "TTL", &key(&ours)])
+        .expect("ttl")
+        .trim()
+        .parse()
+        .expect("ttl number");
+    assert!((86_300..=86_400).contains(&ttl), "ttl {ttl}");
+
+    let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("published in time")
+        .expect("message");
+    assert_eq!(msg.channel.to_string(), key(&ours));
+    assert_eq!(
+        msg.value.as_string().as_deref(),
+        Some(cnc_broker::api::aborted_meta(&ours).as_str())
+    );
+    let _ = sub.quit().await;
+
+    // Ours reads them as written; Celery does too.
+    let get = |id: String| {
+        let backend = backend.clone();
+        async move { backend.get(&id).await.expect("get").expect("stored") }
+    };
+    let r = get(ours.clone()).await;
+    assert_eq!(
+        (r.status.as_str(), &r.result),
+        ("ABORTED", &serde_json::Value::Null)
+    );
+    assert_eq!(get(done.clone()).await.status, "SUCCESS");
+    assert_eq!(get(started.clone()).await.status, "ABORTED");
+    let check = format!(
+        "from celery.contrib.abortable import AbortableAsyncResult\n\
+         from cnc_testapp import app\n\
+         for i in [{ours:?}, {done:?}, {started:?}]:\n    \
+             r = AbortableAsyncResult(i, app=app)\n    \
+             print(r.state, r.is_aborted())\n"
+    );
+    let lines: Vec<String> = celery_script(check, &url)
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, ["ABORTED True", "SUCCESS False", "ABORTED True"]);
+}
+
+/// Run `script` with the test app's Python pointed at `url` (broker and
+/// backend); its stdout.
+async fn celery_script(script: String, url: &str) -> String {
+    let url = url.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        cnc_testsupport::run_python(&script, &[("CNC_BROKER", &url), ("CNC_BACKEND", &url)])
+    })
+    .await
+    .expect("join")
+    .expect("celery script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

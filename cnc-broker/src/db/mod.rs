@@ -4,9 +4,11 @@
 //!
 //! Celery's SQLAlchemy backend (`db+sqlite:///results.db`,
 //! `db+postgresql://user@host/db`) keeps one row per task in
-//! `celery_taskmeta`, updated in place (protocol README 5b). This module only
-//! reads and deletes rows; it never creates or migrates tables, because the
-//! schema belongs to Celery.
+//! `celery_taskmeta`, updated in place (protocol README 5b). This module
+//! reads and deletes rows, and writes one thing: the `ABORTED` state of
+//! `AbortableAsyncResult.abort()` (`store_aborted`, behind
+//! `ResultBackend::mark_aborted`). It never creates or migrates tables,
+//! because the schema belongs to Celery.
 //!
 //! Design choices, and why:
 //!

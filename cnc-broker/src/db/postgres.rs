@@ -326,6 +326,12 @@ impl ResultBackend for PostgresResultBackend {
         Ok(self.outcome("delete all", r)?.unwrap_or(0))
     }
 
+    /// [`Self::store_aborted`]: Celery's row update for
+    /// `AbortableAsyncResult.abort()`.
+    async fn mark_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        self.store_aborted(task_id).await
+    }
+
     async fn healthcheck(&self) -> BrokerResult<()> {
         let client = self.client().await?;
         client

@@ -335,6 +335,12 @@ impl ResultBackend for SqliteResultBackend {
         })
     }
 
+    /// [`Self::store_aborted`]: Celery's row update for
+    /// `AbortableAsyncResult.abort()`.
+    async fn mark_aborted(&self, task_id: &str) -> BrokerResult<()> {
+        self.store_aborted(task_id).await
+    }
+
     async fn healthcheck(&self) -> BrokerResult<()> {
         if !self.path.exists() {
             return Err(BrokerError::new(
