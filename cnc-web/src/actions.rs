@@ -1,10 +1,12 @@
-//! The actions behind both APIs and the pages: send, revoke, retry, worker
-//! controls. Each checks its input, talks to the broker, and is logged with
-//! who did what.
+//! The actions behind both APIs and the pages: send, revoke, abort, retry,
+//! worker controls. Each checks its input, talks to the broker (abort: to
+//! the result backend), and is logged with who did what.
+
+use std::sync::Arc;
 
 use cnc_broker::protocol::control::{ControlRequest, Outcome, RegisteredTask, outcome};
 use cnc_broker::protocol::task::{Expires, SendTask, parse_iso};
-use cnc_broker::{Target, WorkerReply};
+use cnc_broker::{ErrorKind, ResultBackend, Target, WorkerReply};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -220,6 +222,72 @@ pub(crate) async fn revoke(
     }
     tracing::info!(target: crate::LOG_TARGET, who = %who, action = if terminate { "terminate" } else { "revoke" }, task_id = id, signal = signal.as_deref().unwrap_or("-"), "task revoked");
     Ok(())
+}
+
+/// Ask a running `AbortableTask` to stop, as Flower does with
+/// `AbortableAsyncResult(id).abort()`: store the state `ABORTED` in the
+/// result backend, which the task polls with `self.is_aborted()`. No revoke
+/// is sent (workers are not told); a result already stored as `SUCCESS` is
+/// kept (Celery's rule, in [`cnc_broker::ResultBackend::mark_aborted`]).
+///
+/// The id alone does not say which app a task belongs to: with several
+/// distinct backends, those already holding a result for `id` get the
+/// state; when none does (the task has not started, or does not track
+/// `STARTED`), every backend does. Succeeds when at least one stored it.
+pub(crate) async fn abort(state: &WebState, who: &Who, id: &str) -> WebResult<()> {
+    check_id(id)?;
+    let mut backends: Vec<&Arc<dyn ResultBackend>> = Vec::new();
+    for app in state.apps() {
+        if let Some(b) = &app.backend
+            && !backends
+                .iter()
+                .any(|o| Arc::ptr_eq(o, b) || o.redacted_url() == b.redacted_url())
+        {
+            backends.push(b);
+        }
+    }
+    if backends.is_empty() {
+        return Err(WebError::Unavailable("No result backend configured".into()));
+    }
+    if backends.len() > 1 {
+        let mut holding = Vec::new();
+        for b in &backends {
+            if matches!(b.get(id).await, Ok(Some(_))) {
+                holding.push(*b);
+            }
+        }
+        if !holding.is_empty() {
+            backends = holding;
+        }
+    }
+    let mut stored = Vec::new();
+    let mut failed = Vec::new();
+    for b in backends {
+        match b.mark_aborted(id).await {
+            Ok(()) => stored.push(b.redacted_url()),
+            Err(e) => {
+                tracing::warn!(target: crate::LOG_TARGET, who = %who, action = "abort", task_id = id, backend = %b.redacted_url(), error = %e, "storing ABORTED failed");
+                failed.push(e);
+            }
+        }
+    }
+    if !stored.is_empty() {
+        tracing::info!(target: crate::LOG_TARGET, who = %who, action = "abort", task_id = id, backends = %stored.join(", "), "task abort requested (ABORTED stored)");
+        return Ok(());
+    }
+    let Some(e) = failed.into_iter().next() else {
+        return Err(WebError::Internal("abort: no backend tried".into()));
+    };
+    Err(match e.kind() {
+        // The backend cannot write (a custom one) or has nowhere to write
+        // yet (a database table no worker has created): the caller can
+        // only fix the setup, so say what is missing.
+        ErrorKind::Unsupported | ErrorKind::NotFound => WebError::Unavailable(format!(
+            "cannot abort '{id}': {} (abort needs a result backend that can store the ABORTED state: Redis or a Celery database backend)",
+            e.message()
+        )),
+        _ => e.into(),
+    })
 }
 
 /// A task id must be a plausible id (no control characters, not huge).

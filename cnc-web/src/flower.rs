@@ -1,13 +1,42 @@
 //! Flower-compatible endpoints: Flower 2.2's paths, parameters and JSON
-//! shapes (transcribed from `flower/api/{tasks,workers,control}.py` and
-//! Celery's `events.state.Task.as_dict`), so scripts written for Flower keep
-//! working. Differences, where our data model cannot match Flower's:
+//! shapes (transcribed from `flower/api/{tasks,workers,control}.py`,
+//! `flower/utils/tasks.py` and Celery's `events.state.Task.as_dict`), so
+//! scripts written for Flower keep working.
 //!
-//! * `/api/tasks` `taskname` matches a substring of the name (Flower: exact);
-//!   `received_start`/`received_end` filter on the first time the task was
-//!   seen; `children` is only filled by `/api/task/info`.
-//! * `/api/task/abort` revokes the task (without terminating): celery-cnc
-//!   cannot write the `ABORTED` state into the result backend.
+//! `/api/tasks` follows Flower's task search (`flower/utils/search.py`):
+//! `taskname` is an exact, case-insensitive match, `received_start`/
+//! `received_end` keep the tasks received in the window (both ends
+//! inclusive; a task never received passes, as in Flower), `offset`/`limit`
+//! count the tasks that pass, and every task carries its `children`. The
+//! exact name and the window are checked here, after the store (its filter
+//! matches a name substring and has no received-time window), reading the
+//! store in batches until the page is full.
+//!
+//! `/api/task/abort` does what Flower's does, `AbortableAsyncResult(id)
+//! .abort()`: it stores the state `ABORTED` in the result backend
+//! ([`cnc_broker::ResultBackend::mark_aborted`]), where a running
+//! `AbortableTask` sees it with `is_aborted()`; it revokes nothing.
+//!
+//! Differences that remain, where our data model cannot match Flower's:
+//!
+//! * `/api/tasks` without `sort_by` lists the newest-seen first (Flower: the
+//!   latest event first); `sort_by` accepts `name`, `received`, `started`
+//!   and `runtime` (Flower: `state` instead of `runtime`), puts tasks
+//!   without the value last in both directions (Flower: first when
+//!   ascending) and breaks ties in the store's order (Flower: by id);
+//!   `workername` is case-sensitive (Flower: casefolded); `search` is a
+//!   plain substring (Flower parses a query language: `name:`, `state:`,
+//!   `worker:`, `args:`, `kwargs:`, `result:` terms, combined); the window
+//!   is read as UTC (Flower: the server's local time) and also accepts epoch
+//!   seconds and ISO-8601 (Flower: only `YYYY-MM-DD HH:MM`). The name
+//!   comparison lowercases where Flower casefolds (they differ for a few
+//!   letters, such as `ß`).
+//! * `/api/task/abort` with several apps writes to the backends that
+//!   already hold a result for the task, or to every backend when none does
+//!   (Flower has one app). On Redis the `ABORTED` value expires after
+//!   Celery's default `result_expires` (one day), not the app's own setting.
+//!   A backend that cannot store it (a custom one) answers 503 with the
+//!   reason.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +47,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cnc_broker::TaskResult;
 use cnc_broker::protocol::control::RegisteredTask;
-use cnc_model::{Task, TaskFilter, TaskQuery, TaskSort, TaskSortField, TaskState, TimeRange};
+use cnc_model::{Task, TaskFilter, TaskQuery, TaskSort, TaskSortField, TaskState};
 use serde_json::{Map, Value, json};
 
 use crate::actions::{self, SendRequest};
@@ -89,6 +118,148 @@ fn json_text(body: String) -> Response {
         .into_response()
 }
 
+/// What `/api/tasks` checks after the store, where Flower's task search
+/// (`TaskSearchEngine.search`) differs from [`TaskFilter`]: the task name
+/// is an exact match, case-insensitive (Flower compares casefolded names;
+/// the store matches a case-insensitive substring, so it still narrows the
+/// scan), and the window is on the received time, inclusive at both ends,
+/// with tasks never received let through (`_task_in_time_range`).
+#[derive(Debug, Default)]
+struct FlowerFilter {
+    /// Lowercased.
+    name: Option<String>,
+    received_start: Option<f64>,
+    received_end: Option<f64>,
+}
+
+impl FlowerFilter {
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.received_start.is_none() && self.received_end.is_none()
+    }
+
+    fn matches(&self, t: &Task) -> bool {
+        if let Some(n) = &self.name
+            && t.name.as_ref().is_none_or(|have| have.to_lowercase() != *n)
+        {
+            return false;
+        }
+        match t.received_at {
+            Some(r) => {
+                self.received_start.is_none_or(|s| r >= s)
+                    && self.received_end.is_none_or(|e| r <= e)
+            }
+            None => true,
+        }
+    }
+}
+
+/// Smallest batch read from the store while post-filtering.
+const SCAN_BATCH: u32 = 500;
+
+/// The page `q` asks for, with `post` applied: `offset` and `limit` count
+/// the tasks that pass it, as in Flower. Without a post-filter this is one
+/// store call; with one, the store is read in batches (by cursor under the
+/// default sort, by offset otherwise) until the page is full or the tasks
+/// run out.
+async fn flower_page(s: &WebState, q: TaskQuery, post: &FlowerFilter) -> WebResult<Vec<Task>> {
+    if q.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let store = &s.ctx().store;
+    if post.is_empty() {
+        return Ok(store.tasks(&q).await?.tasks);
+    }
+    let want = q.limit as usize;
+    let mut skip = q.offset;
+    let batch = q
+        .offset
+        .saturating_add(u64::from(q.limit))
+        .clamp(u64::from(SCAN_BATCH), u64::from(TaskQuery::MAX_LIMIT));
+    let batch = u32::try_from(batch).unwrap_or(TaskQuery::MAX_LIMIT);
+    let keyset = q.sort == TaskSort::default();
+    let mut sq = TaskQuery {
+        limit: batch,
+        offset: 0,
+        cursor: None,
+        ..q
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    loop {
+        let page = store.tasks(&sq).await?;
+        let n = page.tasks.len();
+        for t in page.tasks {
+            // Offset paging over a store that grows meanwhile can repeat a row.
+            if !seen.insert(t.id.clone()) || !post.matches(&t) {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            out.push(t);
+            if out.len() == want {
+                return Ok(out);
+            }
+        }
+        if n < batch as usize {
+            return Ok(out);
+        }
+        if keyset {
+            match page.next_cursor {
+                Some(c) => sq.cursor = Some(c),
+                None => return Ok(out),
+            }
+        } else {
+            sq.offset += n as u64;
+        }
+    }
+}
+
+/// How many `relations` lookups run at once.
+const RELATION_LOOKUPS: usize = 8;
+
+/// The children of each task in `tasks` (Celery's `Task.children`: the
+/// tasks whose parent is it), oldest first: one `relations` lookup per
+/// distinct workflow root, not one per task.
+async fn children_of(
+    s: &WebState,
+    tasks: &[Task],
+) -> WebResult<std::collections::HashMap<String, Vec<String>>> {
+    use futures::StreamExt;
+    // Owned roots and store handles: a stream of futures borrowing from
+    // the closure's argument is not `Send` for every lifetime axum needs.
+    let roots: std::collections::BTreeSet<String> = tasks
+        .iter()
+        .map(|t| t.root_id.clone().unwrap_or_else(|| t.id.clone()))
+        .collect();
+    let ids: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let store = s.ctx().store.clone();
+    let found: Vec<_> = futures::stream::iter(roots)
+        .map(move |root| {
+            let store = store.clone();
+            async move { store.relations(&root).await }
+        })
+        .buffered(RELATION_LOOKUPS)
+        .collect()
+        .await;
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for relations in found {
+        for r in relations? {
+            let Some(parent) = r.parent_id else { continue };
+            if parent == r.task_id || !ids.contains(parent.as_str()) {
+                continue;
+            }
+            let kids = out.entry(parent).or_default();
+            // A task can be in two roots' workflows when its ids disagree.
+            if !kids.contains(&r.task_id) {
+                kids.push(r.task_id);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `GET /api/tasks`: `{task_id: task}` in the requested order.
 pub(crate) async fn tasks(
     State(s): State<WebState>,
@@ -97,6 +268,7 @@ pub(crate) async fn tasks(
     let all = |k: &str| param(&pairs, k).filter(|v| *v != "All").map(str::to_owned);
     let mut filter = TaskFilter {
         worker: all("workername"),
+        // A substring in the store: the exact match is in `post`.
         name: all("taskname"),
         search: all("search"),
         ..TaskFilter::default()
@@ -107,15 +279,15 @@ pub(crate) async fn tasks(
             .map_err(|e: cnc_model::model::UnknownState| WebError::BadRequest(e.to_string()))?;
         filter.states.push(st);
     }
-    let from = param(&pairs, "received_start")
-        .map(|v| parse_time("received_start", v))
-        .transpose()?;
-    let to = param(&pairs, "received_end")
-        .map(|v| parse_time("received_end", v))
-        .transpose()?;
-    if from.is_some() || to.is_some() {
-        filter.time = Some(TimeRange { from, to });
-    }
+    let post = FlowerFilter {
+        name: filter.name.as_deref().map(str::to_lowercase),
+        received_start: param(&pairs, "received_start")
+            .map(|v| parse_time("received_start", v))
+            .transpose()?,
+        received_end: param(&pairs, "received_end")
+            .map(|v| parse_time("received_end", v))
+            .transpose()?,
+    };
     let sort = match param(&pairs, "sort_by") {
         None => TaskSort::default(),
         Some(s) => {
@@ -148,15 +320,12 @@ pub(crate) async fn tasks(
         offset: offset.max(0) as u64,
         cursor: None,
     };
-    let page = if q.limit == 0 {
-        Vec::new()
-    } else {
-        s.ctx().store.tasks(&q).await?.tasks
-    };
+    let page = flower_page(&s, q, &post).await?;
+    let mut children = children_of(&s, &page).await?;
     // Ordered like Flower's OrderedDict (serde_json's map would sort ids).
     let mut out = String::from("{");
     for (i, t) in page.iter().enumerate() {
-        let mut d = task_dict(t, Vec::new());
+        let mut d = task_dict(t, children.remove(&t.id).unwrap_or_default());
         if t.worker.is_none() {
             d.remove("worker");
         }
@@ -199,16 +368,10 @@ pub(crate) async fn task_info(
         .task(&id)
         .await?
         .ok_or_else(|| WebError::NotFound(format!("Unknown task '{id}'")))?;
-    let root = t.root_id.clone().unwrap_or_else(|| t.id.clone());
-    let children = s
-        .ctx()
-        .store
-        .relations(&root)
+    let children = children_of(&s, std::slice::from_ref(&t))
         .await?
-        .into_iter()
-        .filter(|r| r.parent_id.as_deref() == Some(id.as_str()) && r.task_id != id)
-        .map(|r| r.task_id)
-        .collect();
+        .remove(&t.id)
+        .unwrap_or_default();
     Ok(axum::Json(Value::Object(task_dict(&t, children))))
 }
 
@@ -503,16 +666,16 @@ pub(crate) async fn revoke(
     Ok(axum::Json(json!({ "message": format!("Revoked '{id}'") })))
 }
 
-/// `POST /api/task/abort/{id}`: revokes (see the module docs).
+/// `POST /api/task/abort/{id}`: Flower's `AbortableAsyncResult(id).abort()`,
+/// the state `ABORTED` stored in the result backend for a running
+/// `AbortableTask` to see (see [`actions::abort`]); no revoke is sent.
+/// 503 without a result backend, as in Flower.
 pub(crate) async fn abort(
     State(s): State<WebState>,
     Extension(who): Extension<Who>,
     Path(id): Path<String>,
 ) -> WebResult<Json> {
-    if !has_backend(&s) {
-        return Err(WebError::Unavailable("No result backend configured".into()));
-    }
-    actions::revoke(&s, &who, &id, false, None).await?;
+    actions::abort(&s, &who, &id).await?;
     Ok(axum::Json(json!({ "message": format!("Aborted '{id}'") })))
 }
 

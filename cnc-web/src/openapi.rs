@@ -198,15 +198,18 @@ pub(crate) fn spec() -> Value {
     add(
         "/api/tasks",
         get(
-            &format!("{fl}tasks by id"),
+            &format!("{fl}tasks by id, each with its children"),
             vec![
                 q("limit", ""),
                 q("offset", ""),
                 q("workername", ""),
-                q("taskname", ""),
+                q("taskname", "exact task name, case-insensitive"),
                 q("state", ""),
-                q("received_start", "YYYY-MM-DD HH:MM"),
-                q("received_end", ""),
+                q(
+                    "received_start",
+                    "received at or after, UTC (YYYY-MM-DD HH:MM, epoch seconds or ISO-8601); tasks never received pass, as in Flower",
+                ),
+                q("received_end", "received at or before, UTC"),
                 q(
                     "sort_by",
                     "name, received, started, runtime; - for descending",
@@ -248,14 +251,15 @@ pub(crate) fn spec() -> Value {
             None,
         ),
     );
-    add(
-        "/api/task/abort/{id}",
-        post(
-            &format!("{fl}abort (revokes without terminating)"),
-            vec![p("id")],
-            None,
+    let mut abort = post(
+        &format!(
+            "{fl}abort: stores the state ABORTED in the result backend, as Celery's AbortableAsyncResult.abort() does, for a running AbortableTask to see with is_aborted() (a stored SUCCESS is kept; nothing is revoked). 503 without a result backend, or when it cannot store the state"
         ),
+        vec![p("id")],
+        None,
     );
+    abort["post"]["responses"]["503"] = json!({ "$ref": "#/components/responses/Error" });
+    add("/api/task/abort/{id}", abort);
     add(
         "/api/task/rate-limit/{name}",
         post(

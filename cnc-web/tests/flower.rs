@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use cnc_broker::TaskResult;
+use cnc_broker::{BrokerResult, ResultBackend, TaskResult};
 use cnc_model::config::FrontendConfig;
+use cnc_model::{DbController, Event, TaskEventKind};
 use common::*;
 use serde_json::{Value, json};
 
@@ -317,13 +318,17 @@ async fn control_shapes() {
             .status,
         StatusCode::BAD_REQUEST
     );
-    let revoke = e
+    let revokes: Vec<_> = e
         .broker
         .requests()
         .into_iter()
-        .find(|r| r.method == "revoke")
-        .expect("revoke");
-    assert_eq!(revoke.arguments.get("signal"), Some(&json!("SIGKILL")));
+        .filter(|r| r.method == "revoke")
+        .collect();
+    // Only the revoke endpoint revoked: abort does not.
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(revokes[0].arguments.get("signal"), Some(&json!("SIGKILL")));
+    let aborted = e.backend.get("ok1").await.ok().flatten();
+    assert_eq!(aborted.map(|r| r.status), Some("ABORTED".to_owned()));
 }
 
 #[tokio::test]
@@ -360,5 +365,283 @@ async fn workers_and_queues_shapes() {
     assert_eq!(
         r.json(),
         json!({"active_queues": [{"name": "celery", "messages": 0}, {"name": "custom", "messages": 0}]})
+    );
+}
+
+fn stored(id: &str, status: &str, result: Value) -> TaskResult {
+    TaskResult {
+        task_id: id.into(),
+        status: status.into(),
+        result,
+        traceback: None,
+        date_done: None,
+        name: None,
+        raw: json!({}),
+    }
+}
+
+/// Flower's abort: `ABORTED` into the result backend (a `SUCCESS` stays),
+/// no revoke; 503 without a backend or with one that cannot store it; the
+/// usual guard (CSRF, read-only) in front.
+#[tokio::test]
+async fn abort_stores_aborted_without_revoking() {
+    let e = seeded().await;
+    e.backend.store(stored("ok1", "SUCCESS", json!(3)));
+    e.backend.store(stored("bad1", "STARTED", Value::Null));
+    for id in ["ok1", "bad1", "never-seen"] {
+        let r = post_empty(&e, &format!("/api/task/abort/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.body);
+        assert_eq!(r.json(), json!({ "message": format!("Aborted '{id}'") }));
+    }
+    let state = |id: &'static str| {
+        let app = e.app.clone();
+        async move { get(&app, &format!("/api/task/result/{id}")).await.json() }
+    };
+    assert_eq!(
+        state("ok1").await,
+        json!({"task-id": "ok1", "state": "SUCCESS", "result": 3})
+    );
+    assert_eq!(
+        state("bad1").await,
+        json!({"task-id": "bad1", "state": "ABORTED", "result": null})
+    );
+    assert_eq!(state("never-seen").await["state"], "ABORTED");
+    assert!(
+        e.broker.requests().iter().all(|r| r.method != "revoke"),
+        "{:?}",
+        e.broker.requests()
+    );
+    // The guard: no CSRF token, read-only mode.
+    let req = Request::post("/api/task/abort/bad1")
+        .header(header::HOST, "localhost:8000")
+        .body(Body::empty())
+        .expect("req");
+    assert_eq!(send(&e.app, req).await.status, StatusCode::FORBIDDEN);
+    let ro = env(FrontendConfig {
+        read_only: true,
+        ..FrontendConfig::default()
+    });
+    let r = post_empty(&ro, "/api/task/abort/bad1").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(ro.backend.get("bad1").await.ok().flatten().is_none());
+
+    // No backend: 503, as in Flower.
+    let none = env_with_backend(FrontendConfig::default(), Default::default(), None);
+    let r = post_empty(&none, "/api/task/abort/x").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+
+    // A backend that cannot store the state says so.
+    #[derive(Debug)]
+    struct ReadOnlyBackend;
+    #[async_trait::async_trait]
+    impl ResultBackend for ReadOnlyBackend {
+        fn redacted_url(&self) -> String {
+            "custom://results".into()
+        }
+        async fn get(&self, _: &str) -> BrokerResult<Option<TaskResult>> {
+            Ok(None)
+        }
+        async fn list(&self, _: usize) -> BrokerResult<Vec<TaskResult>> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> BrokerResult<bool> {
+            Ok(false)
+        }
+        async fn delete_by_name(&self, _: &str) -> BrokerResult<u64> {
+            Ok(0)
+        }
+        async fn delete_all(&self) -> BrokerResult<u64> {
+            Ok(0)
+        }
+        async fn healthcheck(&self) -> BrokerResult<()> {
+            Ok(())
+        }
+    }
+    let custom = env_with_backend(
+        FrontendConfig::default(),
+        Default::default(),
+        Some(std::sync::Arc::new(ReadOnlyBackend)),
+    );
+    let r = post_empty(&custom, "/api/task/abort/x").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    let msg = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        msg.contains("cannot abort 'x'") && msg.contains("custom://results"),
+        "{msg}"
+    );
+}
+
+/// 2020-01-01 10:00:00 UTC.
+const T0: f64 = 1_577_872_800.0;
+
+fn received(id: &str, name: &str, at: f64) -> Event {
+    let mut r = task_event(TaskEventKind::Received, id, at);
+    r.name = Some(name.into());
+    Event::Task(r)
+}
+
+fn sent(id: &str, name: &str, at: f64) -> Event {
+    let mut s = task_event(TaskEventKind::Sent, id, at);
+    s.name = Some(name.into());
+    Event::Task(s)
+}
+
+/// Task ids of a `/api/tasks` answer, in the answer's order.
+fn ordered_ids(r: &Resp) -> Vec<String> {
+    let mut ids: Vec<(usize, String)> = keys(&r.json())
+        .into_iter()
+        .map(|id| (r.body.find(&format!("\"{id}\": {{")).unwrap_or(0), id))
+        .collect();
+    ids.sort();
+    ids.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Flower's task search: `taskname` exact (case-insensitive), the window
+/// on the received time (inclusive; never-received tasks pass), offset and
+/// limit counted after those filters, `children` in every dict.
+#[tokio::test]
+async fn task_list_filters_like_flower() {
+    let e = seeded().await;
+    let events = vec![
+        // First seen at 09:00 (sent), received at 10:00.
+        sent("late", "cnc.add", T0 - 3600.0),
+        received("late", "cnc.add", T0),
+        // Never received.
+        sent("queued", "cnc.add", T0 - 7200.0),
+        received("after", "cnc.add", T0 + 3600.0),
+        received("before", "cnc.add", T0 - 3660.0),
+        // A name that contains "cnc.add".
+        received("many", "cnc.add_many", T0),
+    ];
+    e.store.apply(&events).await.expect("apply");
+    let ids = |uri: &'static str| {
+        let app = e.app.clone();
+        async move {
+            let r = get(&app, uri).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+            keys(&r.json())
+        }
+    };
+    assert_eq!(
+        ids("/api/tasks?taskname=cnc.add").await,
+        set(&["ok1", "late", "queued", "after", "before"])
+    );
+    assert_eq!(
+        ids("/api/tasks?taskname=cnc.add_many").await,
+        set(&["many"])
+    );
+    assert_eq!(ids("/api/tasks?taskname=cnc").await, set(&[]));
+    // Case-insensitive, as Flower compares casefolded names.
+    assert_eq!(
+        ids("/api/tasks?taskname=CNC.Add").await,
+        set(&["ok1", "late", "queued", "after", "before"])
+    );
+    // The window is on `received` ("late" was first seen before it), both
+    // ends inclusive, and lets never-received "queued" through.
+    assert_eq!(
+        ids("/api/tasks?received_start=2020-01-01%2009:30&received_end=2020-01-01%2010:00").await,
+        set(&["late", "many", "queued"])
+    );
+    assert_eq!(
+        ids("/api/tasks?taskname=cnc.add&received_start=2020-01-01%2010:00").await,
+        set(&["ok1", "late", "after", "queued"])
+    );
+    assert_eq!(
+        ids("/api/tasks?taskname=cnc.add&received_end=2020-01-01%2009:00").await,
+        set(&["before", "queued"])
+    );
+
+    // Offset and limit count the tasks that pass, in either store path
+    // (cursor under the default order, offset under another).
+    for order in ["", "&sort_by=-received", "&sort_by=name"] {
+        let all = ordered_ids(&get(&e.app, &format!("/api/tasks?taskname=cnc.add{order}")).await);
+        assert_eq!(all.len(), 5, "{order}: {all:?}");
+        for offset in 0..=all.len() {
+            let r = get(
+                &e.app,
+                &format!("/api/tasks?taskname=cnc.add{order}&limit=2&offset={offset}"),
+            )
+            .await;
+            let want: Vec<String> = all.iter().skip(offset).take(2).cloned().collect();
+            assert_eq!(ordered_ids(&r), want, "{order} offset {offset}");
+        }
+    }
+
+    // Children, also of a task whose children are not on the page.
+    let gc = {
+        let mut g = task_event(TaskEventKind::Received, "gc1", cnc_model::now());
+        g.name = Some("cnc.add".into());
+        g.parent_id = Some("child1".into());
+        g.root_id = Some("ok1".into());
+        Event::Task(g)
+    };
+    e.store.apply(&[gc]).await.expect("apply");
+    let all = get(&e.app, "/api/tasks").await.json();
+    assert_eq!(all["ok1"]["children"], json!(["child1"]));
+    assert_eq!(all["child1"]["children"], json!(["gc1"]));
+    assert_eq!(all["gc1"]["children"], json!([]));
+    assert_eq!(all["bad1"]["children"], json!([]));
+    let only_ok1 = get(
+        &e.app,
+        "/api/tasks?taskname=cnc.add&received_start=2026-01-01%2000:00&limit=1&sort_by=received",
+    )
+    .await;
+    assert_eq!(ordered_ids(&only_ok1), ["ok1"]);
+    assert_eq!(only_ok1.json()["ok1"]["children"], json!(["child1"]));
+    assert_eq!(
+        get(&e.app, "/api/task/info/child1").await.json()["children"],
+        json!(["gc1"])
+    );
+}
+
+/// Post-filtered pages that need several store reads: 1200 tasks, half of
+/// them named exactly `bulk.x`, the others `bulk.xy` (which the store's
+/// substring filter also returns).
+#[tokio::test]
+async fn task_list_pages_through_the_store() {
+    let e = seeded().await;
+    let events: Vec<Event> = (0..1200)
+        .map(|i| {
+            let name = if i % 2 == 0 { "bulk.x" } else { "bulk.xy" };
+            received(&format!("b{i:04}"), name, T0 + f64::from(i))
+        })
+        .collect();
+    e.store.apply(&events).await.expect("apply");
+    let page = |uri: String| {
+        let app = e.app.clone();
+        async move { ordered_ids(&get(&app, &uri).await) }
+    };
+    let want =
+        |is: Vec<i32>| -> Vec<String> { is.into_iter().map(|i| format!("b{i:04}")).collect() };
+    // Newest seen first: b1198, b1196, ...; the 296th is b0608.
+    assert_eq!(
+        page("/api/tasks?taskname=bulk.x&limit=10&offset=295".into()).await,
+        want((0..10).map(|k| 608 - 2 * k).collect())
+    );
+    // Oldest received first: b0000, b0002, ...
+    assert_eq!(
+        page("/api/tasks?taskname=bulk.x&sort_by=received&limit=10&offset=295".into()).await,
+        want((0..10).map(|k| 590 + 2 * k).collect())
+    );
+    // The last ones, and past the end.
+    assert_eq!(
+        page("/api/tasks?taskname=bulk.x&limit=10&offset=595".into()).await,
+        want((0..5).map(|k| 8 - 2 * k).collect())
+    );
+    assert!(
+        page("/api/tasks?taskname=bulk.x&offset=600".into())
+            .await
+            .is_empty()
+    );
+    assert_eq!(page("/api/tasks?taskname=bulk.x".into()).await.len(), 600);
+    // The window in epoch seconds, with the exact name.
+    assert_eq!(
+        page(format!(
+            "/api/tasks?taskname=bulk.xy&received_start={}&received_end={}",
+            T0 + 1000.0,
+            T0 + 1010.0
+        ))
+        .await,
+        want(vec![1009, 1007, 1005, 1003, 1001])
     );
 }

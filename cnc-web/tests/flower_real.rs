@@ -274,7 +274,15 @@ async fn shapes_match_a_real_flower() {
     };
     let ok = send(SendTask::new("cnc.add").args(vec![json!(1), json!(2)])).await;
     let bad = send(SendTask::new("cnc.fail_always").args(vec![json!("x")])).await;
-    for id in [&ok, &bad] {
+    // A subtask of `ok`, as a task sending another would publish it.
+    let kid = send(
+        SendTask::new("cnc.mul")
+            .args(vec![json!(2), json!(3)])
+            .parent_id(ok.clone())
+            .root_id(ok.clone()),
+    )
+    .await;
+    for id in [&ok, &bad, &kid] {
         wait("both saw the task finish", 60, || {
             let (store, id) = (store.clone(), id.clone());
             async move {
@@ -319,6 +327,51 @@ async fn shapes_match_a_real_flower() {
             &theirs[id.as_str()],
         );
     }
+    // Flower's filters: exact name, received window (Flower reads it in
+    // the server's local time, ours in UTC: the tests run in UTC), and
+    // `children` in every task dict.
+    let window = |from: i64, to: i64| {
+        let fmt = |d: i64| {
+            (chrono::Utc::now() + chrono::Duration::seconds(d))
+                .format("%Y-%m-%d%%20%H:%M")
+                .to_string()
+        };
+        format!("received_start={}&received_end={}", fmt(from), fmt(to))
+    };
+    for path in [
+        "/api/tasks?taskname=cnc.add".to_owned(),
+        "/api/tasks?taskname=cnc".to_owned(),
+        "/api/tasks?taskname=CNC.Add".to_owned(),
+        "/api/tasks?taskname=cnc.mul&limit=1".to_owned(),
+        format!("/api/tasks?{}", window(-86_400, 86_400)),
+        format!("/api/tasks?taskname=cnc.add&{}", window(-86_400, 86_400)),
+        "/api/tasks?received_start=2000-01-01%2000:00&received_end=2000-01-02%2000:00".to_owned(),
+        "/api/tasks?sort_by=name&limit=2&offset=1".to_owned(),
+    ] {
+        let (o, f) = (
+            get_json(our_port, &path).await,
+            get_json(flower_port, &path).await,
+        );
+        let ids = |v: &Value| {
+            let mut k: Vec<String> = v
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            k.sort();
+            k
+        };
+        assert_eq!(ids(&o), ids(&f), "{path}\nours:   {o}\nFlower: {f}");
+        for id in ids(&f) {
+            same_shape(&format!("{path}[{id}]"), &o[id.as_str()], &f[id.as_str()]);
+            assert_eq!(
+                o[id.as_str()]["children"],
+                f[id.as_str()]["children"],
+                "{path}[{id}].children"
+            );
+        }
+    }
+    let listed = get_json(our_port, "/api/tasks").await;
+    assert_eq!(listed[ok.as_str()]["children"], json!([kid.clone()]));
     let path = "/api/tasks?state=FAILURE&limit=5";
     let (o, f) = (
         get_json(our_port, path).await,
@@ -396,6 +449,17 @@ async fn shapes_match_a_real_flower() {
         let (o, f) = post_both(path.to_owned(), r#"{"args": [1, 2]}"#).await;
         same_shape(path, &o, &f);
     }
+    // Abort a finished task: both store nothing new (SUCCESS is kept) and
+    // answer the same.
+    let path = format!("/api/task/abort/{ok}");
+    let (o, f) = post_both(path.clone(), "").await;
+    assert_eq!(o, f, "{path}");
+    let path = format!("/api/task/result/{ok}");
+    assert_eq!(
+        get_json(our_port, &path).await["state"],
+        json!("SUCCESS"),
+        "{path} after abort"
+    );
     let path = format!("/api/task/revoke/{ok}?terminate=false");
     let (o, f) = post_both(path.clone(), "").await;
     assert_eq!(o, f, "{path}");
@@ -416,4 +480,158 @@ async fn shapes_match_a_real_flower() {
         same_shape(&path, &o, &f);
     }
     drop(flower);
+}
+
+/// An `AbortableTask` for the worker, in a module of its own (the shared
+/// test app stays as it is): it polls `is_aborted()` and, once it sees
+/// `ABORTED` in the result backend, returns its marker argument.
+const ABORTABLE_MODULE: &str = r#"
+import time
+
+from celery.contrib.abortable import AbortableTask
+
+from cnc_testapp import app
+
+
+@app.task(name='cnc.abortable', bind=True, base=AbortableTask)
+def abortable(self, marker):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if self.is_aborted():
+            return marker
+        time.sleep(0.05)
+    return 'never aborted'
+"#;
+
+/// `POST /api/task/abort/{id}` against a real worker running an
+/// `AbortableTask`: the task sees `ABORTED` and ends with its marker, so
+/// the state went where Celery looks for it; and nothing was revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_reaches_a_running_abortable_task() {
+    let db = RedisDb::acquire().expect("redis db");
+    let url = db.url();
+    let tag = cnc_testsupport::unique("ab");
+    let node = format!("w1@{tag}");
+
+    // The worker imports the extra module through Celery's `--include`
+    // (`CELERY_WORKER_INCLUDE`: Celery's CLI reads options from
+    // `CELERY_<COMMAND>_<OPTION>`), found on PYTHONPATH before the app.
+    let extra = tempfile::tempdir().expect("tempdir");
+    std::fs::write(extra.path().join("cnc_abortable.py"), ABORTABLE_MODULE).expect("module");
+    let pythonpath = format!("{}:{}", extra.path().display(), celery_app_dir().display());
+    let opts = WorkerOpts::new(&node, &url)
+        .backend(&url)
+        .queues(&["celery"])
+        .concurrency(1)
+        .env("CELERY_WORKER_INCLUDE", "cnc_abortable")
+        .env("PYTHONPATH", pythonpath);
+    let worker = tokio::task::spawn_blocking(move || CeleryWorker::start(opts))
+        .await
+        .expect("join")
+        .expect("worker");
+
+    let broker = cnc_broker::connect(&url, Default::default())
+        .await
+        .expect("broker");
+    let app = AppConnection::with_broker(
+        &CeleryApp::new("t", &url).backend(&url),
+        broker.clone(),
+        StreamStats::new(),
+    )
+    .await
+    .expect("app");
+    let backend = app.backend.clone().expect("backend");
+    let control = app.control.clone();
+    let ctx = Context {
+        store: Arc::new(MemoryStore::new()),
+        bus: EventBus::new(16),
+        logs: Arc::new(RecentLogs::new(10)),
+        status: StatusBoard::new(),
+    };
+    let state = cnc_web::WebState::new(FrontendConfig::default(), vec![app], ctx);
+    let token = state.csrf_token().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let svc = cnc_web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, svc).await.expect("serve");
+    });
+
+    let marker = cnc_testsupport::unique("aborted-");
+    let m = SendTask::new("cnc.abortable")
+        .args(vec![json!(marker.clone())])
+        .build();
+    broker
+        .send_task(&m.queue, m.to_message())
+        .await
+        .expect("send");
+    let id = m.id;
+    // Running: the worker stored STARTED (task_track_started).
+    wait("the task to start", 60, || {
+        let (backend, id) = (backend.clone(), id.clone());
+        async move {
+            backend
+                .get(&id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.status == "STARTED")
+                .map(|_| ())
+        }
+    })
+    .await;
+
+    let headers = format!("X-CSRF-Token: {token}\r\n");
+    let (status, body) = http_post(port, &format!("/api/task/abort/{id}"), "", &headers).await;
+    assert_eq!(status, 200, "{body}\nworker log:\n{}", worker.log_text());
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).ok(),
+        Some(json!({ "message": format!("Aborted '{id}'") }))
+    );
+
+    // The task saw ABORTED and returned its marker (Celery then stores the
+    // return value as SUCCESS over the ABORTED state).
+    let r = wait("the task to return its marker", 60, || {
+        let (backend, id) = (backend.clone(), id.clone());
+        async move {
+            backend
+                .get(&id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.status == "SUCCESS")
+        }
+    })
+    .await;
+    assert_eq!(
+        r.result,
+        json!(marker),
+        "worker log:\n{}",
+        worker.log_text()
+    );
+
+    // Abort is not revoke: the worker holds no revoked id.
+    let replies = control
+        .call(
+            &cnc_broker::Target::node(&node),
+            cnc_broker::protocol::control::ControlRequest::revoked(),
+        )
+        .await
+        .expect("inspect revoked");
+    let reply = replies
+        .iter()
+        .find(|r| r.hostname == node)
+        .expect("worker replies");
+    assert_eq!(reply.payload, json!([]), "revoked ids");
+
+    // A finished task keeps its SUCCESS (Celery's rule).
+    let (status, _) = http_post(port, &format!("/api/task/abort/{id}"), "", &headers).await;
+    assert_eq!(status, 200);
+    let again = backend.get(&id).await.expect("get").expect("result");
+    assert_eq!(
+        (again.status.as_str(), &again.result),
+        ("SUCCESS", &json!(marker))
+    );
 }

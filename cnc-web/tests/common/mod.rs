@@ -32,9 +32,20 @@ pub struct Env {
 pub const WORKER: &str = "w1@host";
 
 pub fn env(cfg: FrontendConfig) -> Env {
+    let backend = MemoryBackend::default();
+    env_with_backend(cfg, backend.clone(), Some(Arc::new(backend)))
+}
+
+/// Like [`env`] with the app's result backend chosen (`None`: no backend);
+/// `memory` is what `Env::backend` holds.
+pub fn env_with_backend(
+    cfg: FrontendConfig,
+    memory: MemoryBackend,
+    app_backend: Option<Arc<dyn cnc_broker::ResultBackend>>,
+) -> Env {
     let store = Arc::new(MemoryStore::new());
     let broker = MemoryBroker::new();
-    let backend = MemoryBackend::default();
+    let backend = memory;
     let bus = EventBus::new(64);
     let ctx = Context {
         store: store.clone(),
@@ -49,7 +60,7 @@ pub fn env(cfg: FrontendConfig) -> Env {
         broker_url: "memory://".into(),
         broker: arc_broker.clone(),
         control: ControlClient::new(arc_broker),
-        backend: Some(Arc::new(backend.clone())),
+        backend: app_backend,
         default_queue: "celery".into(),
         stream_stats: StreamStats::new(),
     };
