@@ -83,7 +83,7 @@ use crate::model::{
 };
 
 /// The schema version this build of celery-cnc writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What kind of failure a store reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

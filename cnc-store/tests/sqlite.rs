@@ -445,3 +445,253 @@ async fn a_v2_database_migrates_to_v3_with_the_worker_state_index() {
         .expect("plan");
     assert!(plan.contains("tasks_worker_state"), "{plan}");
 }
+
+fn count(path: &std::path::Path, sql: &str) -> i64 {
+    raw(path).query_row(sql, [], |r| r.get(0)).expect(sql)
+}
+
+fn child(kind: K, id: &str, root: &str, ts: f64) -> Event {
+    let Event::Task(mut e) = ev(kind, id, ts) else {
+        unreachable!()
+    };
+    e.root_id = Some(root.into());
+    e.parent_id = Some(root.into());
+    Event::Task(e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_database_migrates_to_v4_with_the_id_index_moved() {
+    let path = temp_db();
+    let store = SqliteStore::open(SqliteConfig::new(&path)).expect("open");
+    store.migrate(0, 3).await.expect("create v3");
+    // Data written by a v3 build (ids through the old `tasks_id` index).
+    let t0 = 1_700_000_000.0;
+    let Event::Task(mut root) = ev(K::Received, "root-1", t0) else {
+        unreachable!()
+    };
+    root.root_id = Some("root-1".into());
+    let mut events = vec![Event::Task(root)];
+    for i in 0..20 {
+        let id = format!("child-{i:02}");
+        events.push(child(K::Received, &id, "root-1", t0 + 1.0));
+        let Event::Task(mut done) = child(K::Succeeded, &id, "root-1", t0 + 2.0) else {
+            unreachable!()
+        };
+        done.runtime = Some(f64::from(i) / 10.0);
+        events.push(Event::Task(done));
+    }
+    store.apply(&events).await.expect("apply at v3");
+    assert_eq!(
+        store.task("child-07").await.expect("task").map(|t| t.id),
+        Some("child-07".into())
+    );
+    let index = |name: &str| {
+        count(
+            &path,
+            &format!("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '{name}'"),
+        )
+    };
+    assert_eq!((index("tasks_id"), index("tasks_runtime")), (1, 1));
+
+    store.migrate(3, 4).await.expect("v3 -> v4");
+    assert_eq!(store.schema_version().await.expect("version"), 4);
+    assert_eq!((index("tasks_id"), index("tasks_runtime")), (0, 0));
+    assert_eq!(index("tasks_runtime_done"), 1);
+    // Every id moved to `task_ids`, and the watermark says so.
+    assert_eq!(count(&path, "SELECT count(*) FROM task_ids"), 21);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'ids_merged_seq'"
+        ),
+        21
+    );
+    // Lookups by id, events and relations work on the migrated data...
+    assert_eq!(
+        store.task("child-07").await.expect("task").map(|t| t.state),
+        Some(TaskState::Success)
+    );
+    assert_eq!(
+        store.task_events("child-07").await.expect("events").len(),
+        2
+    );
+    assert_eq!(
+        store.relations("root-1").await.expect("relations").len(),
+        21
+    );
+    let tree = store
+        .count_tasks(&TaskFilter {
+            root_id: Some("root-1".into()),
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(tree, 21, "the root and its 20 descendants");
+    // ...and so does folding onto a migrated task (found through task_ids).
+    store
+        .apply(&[
+            ev(K::Started, "root-1", t0 + 3.0),
+            ev(K::Succeeded, "root-1", t0 + 4.0),
+        ])
+        .await
+        .expect("apply at v4");
+    assert_eq!(
+        store.task("root-1").await.expect("task").map(|t| t.state),
+        Some(TaskState::Success)
+    );
+    assert_eq!(
+        store
+            .count_tasks(&TaskFilter::default())
+            .await
+            .expect("count"),
+        21
+    );
+    // Runtime stats use the new covering index.
+    let stats = store
+        .runtime_stats(&cnc_model::StatsQuery::default())
+        .await
+        .expect("stats");
+    assert_eq!(stats.count, 20);
+    assert_eq!(stats.max, Some(1.9));
+    let plan: String = raw(&path)
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT runtime FROM tasks WHERE runtime IS NOT NULL AND name = 'n' AND succeeded_at >= 1",
+            [],
+            |r| r.get(3),
+        )
+        .expect("plan");
+    assert!(plan.contains("COVERING INDEX tasks_runtime_done"), "{plan}");
+}
+
+/// The id index's memory level merges into `task_ids` in rounds, survives a
+/// restart (rebuilt from the newest tasks), and follows retention and purge;
+/// a read-only store in another "process" finds merged and unmerged ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_ids_merge_in_rounds_and_survive_restarts() {
+    let path = temp_db();
+    let open = |path: &std::path::Path| {
+        let mut cfg = SqliteConfig::new(path);
+        cfg.id_merge_at = 40;
+        SqliteStore::open(cfg).expect("open")
+    };
+    let store = open(&path);
+    store.initialize().await.expect("init");
+    let t0 = 1_700_000_000.0;
+    let id = |i: u32| format!("{:08x}-task", i.wrapping_mul(2_654_435_761));
+    // 300 tasks, 3 per batch: the 40-id threshold starts several rounds of
+    // up to 64 ranges, one range per batch.
+    for b in 0..100u32 {
+        let batch: Vec<Event> = (0..3)
+            .map(|k| ev(K::Received, &id(b * 3 + k), t0 + f64::from(b)))
+            .collect();
+        store.apply(&batch).await.expect("apply");
+    }
+    let merged = count(&path, "SELECT count(*) FROM task_ids");
+    let watermark = count(
+        &path,
+        "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'ids_merged_seq'",
+    );
+    assert!(merged >= 40, "ids were merged: {merged}");
+    assert!(watermark > 0, "at least one round completed");
+    assert_eq!(
+        count(
+            &path,
+            &format!(
+                "SELECT count(*) FROM tasks WHERE seq <= {watermark} AND id NOT IN (SELECT id FROM task_ids)"
+            )
+        ),
+        0,
+        "every id up to the watermark is in task_ids"
+    );
+    assert!(merged < 300, "the newest ids are still only in memory");
+    // Folding onto old (merged) and new (in memory) tasks.
+    store
+        .apply(&[
+            ev(K::Started, &id(0), t0 + 200.0),
+            ev(K::Started, &id(299), t0 + 200.0),
+        ])
+        .await
+        .expect("apply");
+    for i in 0..300 {
+        let t = store.task(&id(i)).await.expect("task");
+        assert!(t.is_some(), "task {i} ({}) found", id(i));
+    }
+    assert_eq!(
+        store.task(&id(0)).await.expect("task").map(|t| t.state),
+        Some(TaskState::Started)
+    );
+    assert_eq!(store.task("never-seen").await.expect("task"), None);
+    assert!(
+        store
+            .task_events("never-seen")
+            .await
+            .expect("events")
+            .is_empty()
+    );
+
+    // Another process, read-only, while this one runs.
+    let mut ro = SqliteConfig::new(&path);
+    ro.read_only = true;
+    let reader = SqliteStore::open(ro).expect("open read-only");
+    reader.initialize().await.expect("read-only init");
+    for i in [0, 150, 299] {
+        assert!(
+            reader.task(&id(i)).await.expect("task").is_some(),
+            "read-only finds task {i}"
+        );
+    }
+    reader.close().await.expect("close reader");
+
+    // Restart: the memory level comes back from the newest tasks.
+    store.close().await.expect("close");
+    let store = open(&path);
+    store.initialize().await.expect("init again");
+    for i in 0..300 {
+        assert!(
+            store.task(&id(i)).await.expect("task").is_some(),
+            "task {i} after restart"
+        );
+    }
+    store
+        .apply(&[ev(K::Succeeded, &id(299), t0 + 300.0)])
+        .await
+        .expect("apply after restart");
+    assert_eq!(
+        store
+            .count_tasks(&TaskFilter::default())
+            .await
+            .expect("count"),
+        300,
+        "no duplicate task"
+    );
+
+    // Retention removes ids from both levels: tasks 0..150 were last
+    // updated before t0 + 50 (except task 0, started at t0 + 200).
+    let removed = store.cleanup(t0 + 50.0).await.expect("cleanup");
+    assert_eq!(removed.tasks, 149);
+    assert!(store.task(&id(3)).await.expect("task").is_none());
+    assert!(store.task(&id(0)).await.expect("task").is_some());
+    assert_eq!(
+        count(
+            &path,
+            "SELECT count(*) FROM task_ids WHERE id NOT IN (SELECT id FROM tasks)"
+        ),
+        0,
+        "no id of a deleted task stays in task_ids"
+    );
+    // A re-created task (same id, new seq) is found.
+    store
+        .apply(&[ev(K::Received, &id(3), t0 + 400.0)])
+        .await
+        .expect("recreate");
+    assert!(store.task(&id(3)).await.expect("task").is_some());
+
+    store.purge().await.expect("purge");
+    assert_eq!(count(&path, "SELECT count(*) FROM task_ids"), 0);
+    assert!(store.task(&id(299)).await.expect("task").is_none());
+    store
+        .apply(&[ev(K::Received, "after-purge", t0)])
+        .await
+        .expect("apply after purge");
+    assert!(store.task("after-purge").await.expect("task").is_some());
+}

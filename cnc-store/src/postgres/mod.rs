@@ -13,12 +13,13 @@
 //! * **Passwords** never leave [`PostgresConfig`]: `Debug`, error messages and
 //!   [`StoreInfo::location`] use [`redact_url`], and driver errors (which do
 //!   not contain the password) are only ever a `source`.
-//! * **Versioned SQL migrations** (`migrations/v1.sql`, `v2.sql`, `v3.sql`), each run in
+//! * **Versioned SQL migrations** (`migrations/v1.sql` to `v4.sql`), each run in
 //!   the same transaction as the `schema_version` row it writes, under a
 //!   transaction-scoped advisory lock so two instances starting together
 //!   migrate once. v2 adds the pre-aggregated statistics and moves the
 //!   search text to a side table indexed in the background (see `v2.sql`);
-//!   v3 adds the (worker, state, seq) index for the task list's filter pairs.
+//!   v3 adds the (worker, state, seq) index for the task list's filter pairs;
+//!   v4 a covering (name, succeeded_at) index for runtime statistics.
 //! * **`apply`**: one transaction per batch, fold in Rust with
 //!   [`cnc_model::fold`], set-based writes (`unnest` arrays, one statement per
 //!   table, not per row). De-duplication is the events table's primary key

@@ -9,10 +9,11 @@ use super::{Conn, PostgresStore};
 
 /// The migrations, index = version - 1. `@TRGM@` is replaced by the
 /// (quoted) schema of the pg_trgm extension.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("migrations/v1.sql"),
     include_str!("migrations/v2.sql"),
     include_str!("migrations/v3.sql"),
+    include_str!("migrations/v4.sql"),
 ];
 
 /// The version stored in `schema` (0 when it has no `schema_version` table).

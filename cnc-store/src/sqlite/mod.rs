@@ -28,6 +28,7 @@
 //!   batch is all or nothing.
 
 mod error;
+mod ids;
 mod read;
 mod schema;
 mod search;
@@ -75,6 +76,11 @@ pub struct SqliteConfig {
     /// `initialize` checks the schema instead of migrating, no indexer runs,
     /// and writes fail.
     pub read_only: bool,
+    /// Ids of new tasks the writer keeps in memory before merging them into
+    /// the on-disk id index, in sorted ranges (see the module docs). Larger
+    /// makes writes cheaper and start-up slower (the ids are reloaded from
+    /// the newest tasks). Default 100,000 (about 10 MB).
+    pub id_merge_at: usize,
 }
 
 impl SqliteConfig {
@@ -88,24 +94,31 @@ impl SqliteConfig {
             cache_kib: 64 * 1024,
             max_size_mib: None,
             read_only: false,
+            id_merge_at: ids::MERGE_AT,
         }
     }
 }
 
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
-/// WAL size (pages) at which the writer checkpoints by itself. The
-/// checkpointer thread normally copies WAL frames into the database long
-/// before: by then the writer only copies what is left and the WAL restarts.
-const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
 /// How often the checkpointer thread looks at the WAL.
 const CHECKPOINT_TICK: Duration = Duration::from_millis(100);
+/// WAL frames past which the checkpointer restarts the WAL (a `RESTART`
+/// checkpoint: it waits for the writer's current batch, copies what the
+/// passive checkpoints left, and the WAL starts again from its beginning).
+const RESTART_FRAMES: i64 = 32_768;
 
-/// Copy WAL frames into the database on its own thread and connection
-/// (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks the writer or the
-/// readers), so the single writer spends its time on batches, not on
-/// checkpoints: measured, a checkpoint in the writer's commit was a fifth of
-/// its time.
+/// Copy WAL frames into the database on its own thread and connection, so
+/// the single writer spends its time on batches, not on checkpoints
+/// (measured: checkpoints and their fsync inside COMMIT were a quarter of
+/// the writer's time at 1M tasks). The writer never checkpoints
+/// (`wal_autocheckpoint = 0`). Every tick the checkpointer runs a `PASSIVE`
+/// checkpoint, which blocks nobody; since the writer keeps appending, the WAL
+/// can only start over at a moment when everything is copied, so once it
+/// passes [`RESTART_FRAMES`] a `RESTART` checkpoint makes that moment (the
+/// writer waits for it, a few milliseconds: most frames are already copied).
+/// The checkpointer's connection keeps `synchronous = NORMAL`, so the
+/// database file is synced after each checkpoint as before.
 struct Checkpointer {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -114,23 +127,38 @@ struct Checkpointer {
 impl Checkpointer {
     fn start(cfg: &SqliteConfig) -> StoreResult<Self> {
         let conn = Connection::open(&cfg.path).map_err(map_err)?;
-        conn.busy_timeout(Duration::from_millis(50))
+        conn.busy_timeout(Duration::from_millis(250))
+            .map_err(map_err)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(map_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("cnc-sqlite-ckpt".into())
             .spawn(move || {
+                let mut mode = "PASSIVE";
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(CHECKPOINT_TICK);
-                    // Busy (another checkpoint running) is not an error: the
-                    // next tick tries again.
-                    if let Err(err) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                    let sql = format!("PRAGMA wal_checkpoint({mode})");
+                    // (busy, frames in the WAL, frames copied); busy is not
+                    // an error: the next tick tries again.
+                    match conn
+                        .query_row(&sql, [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
                     {
-                        tracing::debug!(error = %err, "sqlite checkpoint");
+                        Ok((frames, _copied)) => {
+                            mode = if frames > RESTART_FRAMES {
+                                "RESTART"
+                            } else {
+                                "PASSIVE"
+                            };
+                        }
+                        Err(err) => {
+                            tracing::debug!(error = %err, "sqlite checkpoint");
+                            mode = "PASSIVE";
+                        }
                     }
                 }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
             })
             .map_err(|e| {
                 StoreError::new(
@@ -166,6 +194,8 @@ struct Inner {
     indexer: Mutex<Option<Indexer>>,
     checkpointer: Mutex<Option<Checkpointer>>,
     acked: Arc<Mutex<Vec<(i64, i64)>>>,
+    /// The id index's memory level, shared with the writer.
+    ids: Arc<ids::TaskIds>,
     closed: AtomicBool,
 }
 
@@ -189,7 +219,7 @@ fn configure(conn: &Connection, cfg: &SqliteConfig, writer: bool) -> rusqlite::R
     if writer {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{};
-             PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA journal_size_limit = 67108864;",
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;",
             cfg.cache_kib
         ))?;
         if let Some(mib) = cfg.max_size_mib {
@@ -238,7 +268,8 @@ impl SqliteStore {
         let conn = Connection::open(&cfg.path).map_err(map_err)?;
         configure(&conn, &cfg, true).map_err(map_err)?;
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let mut writer = Writer::new(conn, cfg.task_cache, acked.clone(), None)?;
+        let ids = Arc::new(ids::TaskIds::new(cfg.read_only, cfg.id_merge_at.max(1)));
+        let mut writer = Writer::new(conn, cfg.task_cache, acked.clone(), None, ids.clone())?;
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("cnc-sqlite-writer".into())
@@ -283,6 +314,7 @@ impl SqliteStore {
                 indexer: Mutex::new(None),
                 checkpointer: Mutex::new(checkpointer),
                 acked,
+                ids,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -519,27 +551,32 @@ impl DbController for SqliteStore {
 
     async fn task(&self, id: &str) -> StoreResult<Option<Task>> {
         let id = id.to_owned();
-        self.read(move |c| read::task(c, &id)).await
+        let ids = self.inner.ids.clone();
+        self.read(move |c| read::task(c, &ids, &id)).await
     }
 
     async fn tasks(&self, query: &TaskQuery) -> StoreResult<TaskPage> {
         let q = query.clone();
-        self.read(move |c| read::tasks(c, &q)).await
+        let ids = self.inner.ids.clone();
+        self.read(move |c| read::tasks(c, &ids, &q)).await
     }
 
     async fn count_tasks(&self, filter: &TaskFilter) -> StoreResult<u64> {
         let f = filter.clone();
-        self.read(move |c| read::count_tasks(c, &f)).await
+        let ids = self.inner.ids.clone();
+        self.read(move |c| read::count_tasks(c, &ids, &f)).await
     }
 
     async fn task_events(&self, id: &str) -> StoreResult<Vec<StoredEvent>> {
         let id = id.to_owned();
-        self.read(move |c| read::task_events(c, &id)).await
+        let ids = self.inner.ids.clone();
+        self.read(move |c| read::task_events(c, &ids, &id)).await
     }
 
     async fn relations(&self, root_id: &str) -> StoreResult<Vec<TaskRelation>> {
         let id = root_id.to_owned();
-        self.read(move |c| read::relations(c, &id)).await
+        let ids = self.inner.ids.clone();
+        self.read(move |c| read::relations(c, &ids, &id)).await
     }
 
     async fn workers(&self) -> StoreResult<Vec<Worker>> {

@@ -11,6 +11,7 @@ use cnc_model::{
 };
 
 use super::error::{corrupt, map_err};
+use super::ids::TaskIds;
 use super::search;
 use super::writer::final_states_sql;
 
@@ -52,7 +53,7 @@ fn names_matching(conn: &Connection, needle: &str) -> StoreResult<Vec<String>> {
 }
 
 /// Build the WHERE clause; `None` when the filter can match nothing.
-fn build_where(conn: &Connection, f: &TaskFilter) -> StoreResult<Option<Where>> {
+fn build_where(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<Option<Where>> {
     let mut w = Where {
         from: "tasks t".into(),
         conds: Vec::new(),
@@ -111,11 +112,14 @@ fn build_where(conn: &Connection, f: &TaskFilter) -> StoreResult<Option<Where>> 
         }
     }
     if let Some(root) = &f.root_id {
+        // The partial index covers descendants; the root itself by its
+        // id, found first (-1: not stored).
+        let root_seq = ids.lookup(conn, root).map_err(map_err)?.unwrap_or(-1);
         let p = w.param(SqlValue::Text(root.clone()));
-        // The partial index covers descendants; the root itself by its id.
+        let s = w.param(SqlValue::Integer(root_seq));
         w.conds.push(format!(
             "t.seq IN (SELECT seq FROM tasks WHERE root_id = {p} AND root_id <> id
-                       UNION ALL SELECT seq FROM tasks WHERE id = {p} AND root_id = {p})"
+                       UNION ALL SELECT seq FROM tasks WHERE seq = {s} AND root_id = {p})"
         ));
     }
     if let Some(g) = &f.group_id {
@@ -154,7 +158,7 @@ fn decode_cursor(c: &str) -> StoreResult<i64> {
         .ok_or_else(|| StoreError::invalid(format!("invalid cursor {c:?}")))
 }
 
-pub(crate) fn tasks(conn: &Connection, q: &TaskQuery) -> StoreResult<TaskPage> {
+pub(crate) fn tasks(conn: &Connection, ids: &TaskIds, q: &TaskQuery) -> StoreResult<TaskPage> {
     if q.cursor.is_some() && q.offset > 0 {
         return Err(StoreError::invalid("cursor and offset cannot be combined"));
     }
@@ -164,7 +168,7 @@ pub(crate) fn tasks(conn: &Connection, q: &TaskQuery) -> StoreResult<TaskPage> {
         ));
     }
     let limit = q.effective_limit();
-    let Some(mut w) = build_where(conn, &q.filter)? else {
+    let Some(mut w) = build_where(conn, ids, &q.filter)? else {
         return Ok(TaskPage {
             tasks: Vec::new(),
             next_cursor: None,
@@ -219,8 +223,8 @@ pub(crate) fn tasks(conn: &Connection, q: &TaskQuery) -> StoreResult<TaskPage> {
     Ok(TaskPage { tasks, next_cursor })
 }
 
-pub(crate) fn count_tasks(conn: &Connection, f: &TaskFilter) -> StoreResult<u64> {
-    let Some(w) = build_where(conn, f)? else {
+pub(crate) fn count_tasks(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<u64> {
+    let Some(w) = build_where(conn, ids, f)? else {
         return Ok(0);
     };
     let sql = format!("SELECT count(*) FROM {}{}", w.from, where_sql(&w));
@@ -231,23 +235,33 @@ pub(crate) fn count_tasks(conn: &Connection, f: &TaskFilter) -> StoreResult<u64>
     Ok(n.max(0) as u64)
 }
 
-pub(crate) fn task(conn: &Connection, id: &str) -> StoreResult<Option<Task>> {
+pub(crate) fn task(conn: &Connection, ids: &TaskIds, id: &str) -> StoreResult<Option<Task>> {
+    let Some(seq) = ids.lookup(conn, id).map_err(map_err)? else {
+        return Ok(None);
+    };
     let body: Option<String> = conn
-        .prepare_cached("SELECT body FROM tasks WHERE id = ?1")
-        .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+        .prepare_cached("SELECT body FROM tasks WHERE seq = ?1")
+        .and_then(|mut st| st.query_row([seq], |r| r.get(0)).optional())
         .map_err(map_err)?;
     body.map(|b| parse_task(&b)).transpose()
 }
 
-pub(crate) fn task_events(conn: &Connection, id: &str) -> StoreResult<Vec<StoredEvent>> {
+pub(crate) fn task_events(
+    conn: &Connection,
+    ids: &TaskIds,
+    id: &str,
+) -> StoreResult<Vec<StoredEvent>> {
+    let Some(seq) = ids.lookup(conn, id).map_err(map_err)? else {
+        return Ok(Vec::new());
+    };
     let mut st = conn
         .prepare_cached(
-            "SELECT e.kind, e.ts, e.hostname, e.clock, e.fields FROM task_events e
-             JOIN tasks t ON t.seq = e.task_seq WHERE t.id = ?1 ORDER BY e.ts_us, e.clock",
+            "SELECT kind, ts, hostname, clock, fields FROM task_events
+             WHERE task_seq = ?1 ORDER BY ts_us, clock",
         )
         .map_err(map_err)?;
     let rows = st
-        .query_map([id], |r| {
+        .query_map([seq], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, f64>(1)?,
@@ -276,17 +290,22 @@ pub(crate) fn task_events(conn: &Connection, id: &str) -> StoreResult<Vec<Stored
     Ok(out)
 }
 
-pub(crate) fn relations(conn: &Connection, root: &str) -> StoreResult<Vec<TaskRelation>> {
+pub(crate) fn relations(
+    conn: &Connection,
+    ids: &TaskIds,
+    root: &str,
+) -> StoreResult<Vec<TaskRelation>> {
+    let root_seq = ids.lookup(conn, root).map_err(map_err)?.unwrap_or(-1);
     let mut st = conn
         .prepare_cached(
             "SELECT body FROM tasks WHERE seq IN (
                  SELECT seq FROM tasks WHERE root_id = ?1 AND root_id <> id
-                 UNION SELECT seq FROM tasks WHERE id = ?1)
+                 UNION SELECT ?2)
              ORDER BY created_at, seq",
         )
         .map_err(map_err)?;
     let bodies: Vec<String> = st
-        .query_map([root], |r| r.get(0))
+        .query_map(rusqlite::params![root, root_seq], |r| r.get(0))
         .map_err(map_err)?
         .collect::<Result<_, _>>()
         .map_err(map_err)?;
@@ -472,14 +491,16 @@ pub(crate) fn name_distribution(conn: &Connection, q: &StatsQuery) -> StoreResul
 
 pub(crate) fn runtime_stats(conn: &Connection, q: &StatsQuery) -> StoreResult<RuntimeStats> {
     let (w, ps) = scope_tasks(q, "succeeded_at");
-    let sql =
-        format!("SELECT runtime FROM tasks WHERE runtime IS NOT NULL AND {w} ORDER BY runtime");
+    // Covered by `tasks_runtime_done (name, succeeded_at, runtime)`; sorted
+    // here, which is faster than SQLite's sorter.
+    let sql = format!("SELECT runtime FROM tasks WHERE runtime IS NOT NULL AND {w}");
     let mut st = conn.prepare_cached(&sql).map_err(map_err)?;
-    let values: Vec<f64> = st
+    let mut values: Vec<f64> = st
         .query_map(params_from_iter(ps.iter()), |r| r.get(0))
         .map_err(map_err)?
         .collect::<Result<_, _>>()
         .map_err(map_err)?;
+    values.sort_unstable_by(f64::total_cmp);
     Ok(RuntimeStats::from_sorted(&values))
 }
 

@@ -11,6 +11,12 @@
 //!   (and a name on top, the rare triple) walks only that pair's tasks,
 //!   newest first, instead of one filter's tasks checking the others.
 //!
+//! * v4: the writer's random-order indexes go. `tasks_id` (random UUIDs: one
+//!   dirty page per new task) becomes `task_ids` plus an in-memory level
+//!   merged in sorted ranges (see `ids.rs`); `tasks_runtime (name, runtime)`
+//!   becomes `tasks_runtime_done (name, succeeded_at, runtime)`, which grows
+//!   at each name's tail and covers the stats query's name + time window.
+//!
 //! The full-text index itself lives in a separate file (`<db>-search`), see
 //! `search.rs`; it can always be rebuilt from the main database.
 
@@ -22,6 +28,16 @@ use super::error::map_err;
 
 const V3: &str = r#"
 CREATE INDEX IF NOT EXISTS tasks_worker_state ON tasks(worker, state);
+"#;
+
+const V4: &str = r#"
+CREATE TABLE IF NOT EXISTS task_ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR REPLACE INTO task_ids (id, seq) SELECT id, seq FROM tasks ORDER BY id;
+INSERT OR REPLACE INTO meta (key, value)
+    SELECT 'ids_merged_seq', CAST(coalesce(max(seq), 0) AS TEXT) FROM tasks;
+DROP INDEX IF EXISTS tasks_id;
+DROP INDEX IF EXISTS tasks_runtime;
+CREATE INDEX IF NOT EXISTS tasks_runtime_done ON tasks(name, succeeded_at, runtime) WHERE runtime IS NOT NULL;
 "#;
 
 const V1: &str = r#"
@@ -146,6 +162,7 @@ fn step(tx: &Transaction<'_>, to: u32) -> StoreResult<()> {
         1 => V1,
         2 => V2,
         3 => V3,
+        4 => V4,
         other => {
             return Err(StoreError::new(
                 StoreErrorKind::Migration,

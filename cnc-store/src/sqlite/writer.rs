@@ -32,6 +32,7 @@ use cnc_model::{
 };
 
 use super::error::{corrupt, map_err};
+use super::ids::{MERGED_KEY, MergeRound, Mode, TaskIds};
 use super::search::IndexCmd;
 
 /// `(seq, id, name, worker, state)` of a task about to be removed.
@@ -142,6 +143,10 @@ pub(crate) struct Writer {
     indexer: Option<std::sync::mpsc::Sender<IndexCmd>>,
     /// `UPDATE tasks` statements by the set of changed columns.
     update_sql: HashMap<u16, String>,
+    /// The id index's memory level (see `ids.rs`), shared with readers.
+    ids: Arc<TaskIds>,
+    /// The merge of the memory level into `task_ids` in progress.
+    round: Option<MergeRound>,
 }
 
 fn key(s: &Option<String>) -> &str {
@@ -270,6 +275,7 @@ impl Writer {
         cache_cap: usize,
         acked: Arc<Mutex<Vec<(i64, i64)>>>,
         indexer: Option<std::sync::mpsc::Sender<IndexCmd>>,
+        ids: Arc<TaskIds>,
     ) -> StoreResult<Self> {
         let mut w = Self {
             conn,
@@ -279,14 +285,64 @@ impl Writer {
             acked,
             indexer,
             update_sql: HashMap::new(),
+            ids,
+            round: None,
         };
         w.conn.set_prepared_statement_cache_capacity(128);
         w.reload()?;
         Ok(w)
     }
 
-    /// Reload what the writer keeps in memory from the database.
+    /// Reload what the writer keeps in memory from the database, including
+    /// the id index's memory level.
     pub(crate) fn reload(&mut self) -> StoreResult<()> {
+        self.reload_state()?;
+        self.reload_ids()
+    }
+
+    /// Rebuild the id index's memory level: the ids of tasks above
+    /// `ids_merged_seq` (a rowid range). Before schema v4 (no `task_ids`),
+    /// ids are found through the old `tasks_id` index instead.
+    fn reload_ids(&mut self) -> StoreResult<()> {
+        self.round = None;
+        let has_ids: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'task_ids'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(map_err)?;
+        if has_ids == 0 {
+            self.ids.replace(HashMap::new());
+            self.ids.set_mode(Mode::Legacy);
+            return Ok(());
+        }
+        if self.ids.read_only() {
+            self.ids.set_mode(Mode::Tail);
+            return Ok(());
+        }
+        let merged = merged_seq(&self.conn)?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id, seq FROM tasks WHERE seq > ?1")
+            .map_err(map_err)?;
+        let map: HashMap<Box<str>, i64> = st
+            .query_map([merged], |r| {
+                Ok((r.get::<_, String>(0)?.into_boxed_str(), r.get(1)?))
+            })
+            .map_err(map_err)?
+            .collect::<Result<_, _>>()
+            .map_err(map_err)?;
+        drop(st);
+        self.ids.replace(map);
+        self.ids.set_mode(Mode::Live);
+        Ok(())
+    }
+
+    /// Reload the task cache and workers (the id index's memory level only
+    /// changes after commits, so a failed batch leaves it right).
+    fn reload_state(&mut self) -> StoreResult<()> {
         self.cache.clear();
         let has_tasks: i64 = self
             .conn
@@ -339,7 +395,7 @@ impl Writer {
             for id in &touched {
                 self.cache.map.remove(id);
             }
-            if let Err(err) = self.reload() {
+            if let Err(err) = self.reload_state() {
                 tracing::error!(error = %err, "reloading writer state after a failed batch");
             }
         }
@@ -372,7 +428,7 @@ impl Writer {
                 )
                 .map_err(map_err)?;
             let mut load = tx
-                .prepare_cached("SELECT seq, body FROM tasks WHERE id = ?1")
+                .prepare_cached("SELECT body FROM tasks WHERE seq = ?1")
                 .map_err(map_err)?;
             for event in events {
                 if let Some(reason) = check_event(event) {
@@ -383,10 +439,15 @@ impl Writer {
                     Event::Task(e) => {
                         // Find the task: cache, database, or new.
                         if !self.cache.map.contains_key(&e.uuid) {
-                            let row: Option<(i64, String)> = load
-                                .query_row([&e.uuid], |r| Ok((r.get(0)?, r.get(1)?)))
-                                .optional()
-                                .map_err(map_err)?;
+                            let row: Option<(i64, String)> =
+                                match self.ids.lookup(&tx, &e.uuid).map_err(map_err)? {
+                                    Some(seq) => load
+                                        .query_row([seq], |r| r.get(0))
+                                        .optional()
+                                        .map_err(map_err)?
+                                        .map(|body| (seq, body)),
+                                    None => None,
+                                };
                             if let Some((seq, body)) = row {
                                 let task: Task = serde_json::from_str(&body)
                                     .map_err(|err| corrupt("task", err))?;
@@ -481,6 +542,7 @@ impl Writer {
         let now = cnc_model::now();
         let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
         let mut minutes: HashMap<(i64, &'static str, String, String), i64> = HashMap::new();
+        let mut new_ids: Vec<(String, i64)> = Vec::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -506,6 +568,7 @@ impl Writer {
                     update_task(&tx, &mut self.update_sql, slot.seq, &b.cols, t, &body)?;
                 } else {
                     report.tasks_created += 1;
+                    new_ids.push((t.id.clone(), slot.seq));
                     insert
                         .execute(params![
                             slot.seq,
@@ -647,11 +710,53 @@ impl Writer {
                 .map_err(map_err)?;
             }
         }
+        // The id index: a legacy schema still has `tasks_id`; otherwise one
+        // range of a merge round goes into `task_ids` with this batch.
+        let merging = if self.ids.mode() == Mode::Live {
+            if self.round.is_none() && self.ids.pending() >= self.ids.merge_at() {
+                self.round = Some(MergeRound::start(&self.ids, self.next_seq - 1));
+            }
+            match &self.round {
+                Some(round) => {
+                    let (range, last) = round.next_range();
+                    let mut put = tx
+                        .prepare_cached("INSERT OR REPLACE INTO task_ids (id, seq) VALUES (?1, ?2)")
+                        .map_err(map_err)?;
+                    for (id, seq) in &round.ids[range.clone()] {
+                        // Deleted or re-created since the round started.
+                        if self.ids.recent(id) == Some(*seq) {
+                            put.execute(params![&**id, seq]).map_err(map_err)?;
+                        }
+                    }
+                    if last {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                            params![MERGED_KEY, round.upto.to_string()],
+                        )
+                        .map_err(map_err)?;
+                    }
+                    Some((range, last))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
         let t_write = phase_start.elapsed();
         if let Err(e) = tx.commit().map_err(map_err) {
             // Put back the acknowledgements we could not record.
             self.acked.lock().extend(acked);
             return Err(e);
+        }
+        // After the commit: new ids become visible in memory, merged ones
+        // leave it (readers then find them in `task_ids`).
+        self.ids.add(new_ids);
+        if let (Some((range, last)), Some(round)) = (merging, self.round.as_mut()) {
+            self.ids.merged(&round.ids[range.clone()]);
+            round.next = range.end;
+            if last {
+                self.round = None;
+            }
         }
         tracing::debug!(
             fold_us = t_fold.as_micros() as u64,
@@ -789,6 +894,7 @@ impl Writer {
     pub(crate) fn cleanup(&mut self, t: Timestamp) -> StoreResult<CleanupReport> {
         const CHUNK: i64 = 5_000;
         let mut report = CleanupReport::default();
+        let live = self.ids.mode() == Mode::Live;
         loop {
             let tx = self.begin()?;
             let rows: Vec<CleanupRow> = {
@@ -819,10 +925,21 @@ impl Writer {
                 let mut del_pending = tx
                     .prepare_cached("DELETE FROM search_pending WHERE seq = ?1")
                     .map_err(map_err)?;
-                for (seq, _, name, worker, state) in &rows {
+                let mut del_id = if live {
+                    Some(
+                        tx.prepare_cached("DELETE FROM task_ids WHERE id = ?1 AND seq = ?2")
+                            .map_err(map_err)?,
+                    )
+                } else {
+                    None
+                };
+                for (seq, id, name, worker, state) in &rows {
                     report.events += del_ev.execute([seq]).map_err(map_err)? as u64;
                     report.tasks += del_task.execute([seq]).map_err(map_err)? as u64;
                     del_pending.execute([seq]).map_err(map_err)?;
+                    if let Some(del_id) = del_id.as_mut() {
+                        del_id.execute(params![id, seq]).map_err(map_err)?;
+                    }
                     *counts
                         .entry((key(name).to_owned(), key(worker).to_owned(), state.clone()))
                         .or_default() += 1;
@@ -842,6 +959,7 @@ impl Writer {
             for (_, id, ..) in &rows {
                 self.cache.map.remove(id);
             }
+            self.ids.remove(rows.iter().map(|r| r.1.as_str()));
             if let Some(ix) = &self.indexer {
                 let _ = ix.send(IndexCmd::Delete(rows.iter().map(|r| r.0).collect()));
             }
@@ -861,13 +979,21 @@ impl Writer {
 
     /// Remove everything but schedules.
     pub(crate) fn purge(&mut self) -> StoreResult<()> {
+        let live = self.ids.mode() == Mode::Live;
         let tx = self.begin()?;
         tx.execute_batch(
             "DELETE FROM task_events; DELETE FROM tasks; DELETE FROM workers; DELETE FROM worker_history;
              DELETE FROM task_counts; DELETE FROM agg_minute; DELETE FROM search_pending;",
         )
         .map_err(map_err)?;
+        if live {
+            tx.execute("DELETE FROM task_ids", []).map_err(map_err)?;
+            tx.execute("DELETE FROM meta WHERE key = ?1", [MERGED_KEY])
+                .map_err(map_err)?;
+        }
         tx.commit().map_err(map_err)?;
+        self.ids.replace(HashMap::new());
+        self.round = None;
         self.acked.lock().clear();
         self.cache.clear();
         self.workers.clear();
@@ -968,4 +1094,23 @@ pub(crate) fn final_states_sql() -> String {
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The highest `seq` whose id is merged into `task_ids` (0: none).
+fn merged_seq(conn: &Connection) -> StoreResult<i64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [MERGED_KEY], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(map_err)?;
+    match v {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|e| {
+            cnc_model::StoreError::new(
+                cnc_model::StoreErrorKind::Corrupt,
+                format!("stored meta {MERGED_KEY} {v:?} is not a number: {e}"),
+            )
+        }),
+    }
 }
