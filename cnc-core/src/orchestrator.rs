@@ -189,11 +189,18 @@ impl CeleryCnc {
             .map(|l| l.level.clone())
             .unwrap_or_else(|| "info".into());
         let stderr = config.logging.as_ref().is_none_or(|l| l.stderr);
-        let logs: Arc<dyn LogController> = match (logs, &config.logging) {
-            (Some(l), _) => l,
-            (None, Some(cfg)) => Arc::new(FileLogController::open(cfg)?),
-            (None, None) => Arc::new(RecentLogs::new(2000)),
-        };
+        // Where the logs go, as the `logging` component reports it: a
+        // custom controller ignores `logging.directory`.
+        let (logs, controller, directory): (Arc<dyn LogController>, _, _) =
+            match (logs, &config.logging) {
+                (Some(l), _) => (l, "custom", None),
+                (None, Some(cfg)) => (
+                    Arc::new(FileLogController::open(cfg)?),
+                    "file",
+                    Some(cfg.directory.display().to_string()),
+                ),
+                (None, None) => (Arc::new(RecentLogs::new(2000)), "memory", None),
+            };
         logging::register(&logs);
         if global_subscriber && !logging::install(&level, stderr) {
             tracing::debug!(
@@ -279,10 +286,8 @@ impl CeleryCnc {
         let mut components: Vec<Box<dyn Component>> = vec![
             Box::new(LoggingComponent {
                 logs: logs.clone(),
-                directory: config
-                    .logging
-                    .as_ref()
-                    .map(|l| l.directory.display().to_string()),
+                controller,
+                directory,
             }),
             Box::new(StoreComponent::new(config.database.clone())),
             Box::new(WriterComponent::new(
@@ -329,7 +334,6 @@ impl CeleryCnc {
         components.extend(crate::hosted::exporters(&config, &apps));
         components.extend(extra);
         components.extend(crate::hosted::frontend(&config, &apps));
-        drop(tx);
 
         let mut running = Running {
             ctx,
@@ -338,6 +342,7 @@ impl CeleryCnc {
             losses,
             supervised: Vec::new(),
             shutdown,
+            _ingest_tx: tx,
         };
         for mut component in components {
             let name = component.name().to_owned();
@@ -591,6 +596,13 @@ pub struct Running {
     losses: LossTracker,
     supervised: Vec<Supervised>,
     shutdown: CancellationToken,
+    /// Keeps the ingest channel open until the writer is asked to stop.
+    /// Without it, stopping the last producer (listeners, jobs) closes the
+    /// channel, the writer returns on its own before its turn, and the
+    /// supervisor records a crash and a restart on every clean stop. The
+    /// writer still drains the channel when it is stopped, after every
+    /// producer.
+    _ingest_tx: mpsc::Sender<Event>,
 }
 
 impl std::fmt::Debug for Running {
@@ -692,6 +704,9 @@ impl Running {
 /// The `logging` component: shows where logs go, flushes at stop.
 struct LoggingComponent {
     logs: Arc<dyn LogController>,
+    /// `file`, `memory` (no `logging` section) or `custom`.
+    controller: &'static str,
+    /// The log files' directory; only for the file controller.
     directory: Option<String>,
 }
 
@@ -722,7 +737,10 @@ impl Component for LoggingComponent {
 
     fn info(&self) -> ComponentInfo {
         ComponentInfo {
-            config: serde_json::json!({ "directory": self.directory }),
+            config: serde_json::json!({
+                "controller": self.controller,
+                "directory": self.directory,
+            }),
             links: Vec::new(),
         }
     }

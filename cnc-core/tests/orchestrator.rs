@@ -9,7 +9,8 @@ use cnc_core::broker::memory::MemoryBroker;
 use cnc_core::component::{
     CancellationToken, Component, ComponentError, ComponentResult, ComponentState, Context,
 };
-use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, IngestConfig};
+use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, IngestConfig, LoggingConfig};
+use cnc_core::logs::{LogController, LogEntry, LogQuery};
 use cnc_core::stores::memory::MemoryStore;
 use cnc_core::{
     ApplyReport, CeleryCnc, DbController, Event, StoreError, StoreErrorKind, StoreResult,
@@ -509,4 +510,256 @@ async fn silent_workers_are_recorded_lost_and_the_bus_carries_batches() {
     })
     .await;
     running.stop().await.expect("stop");
+}
+
+/// Keeps every entry; each `flush` notes how many entries it covered.
+#[derive(Debug, Default)]
+struct Captured {
+    entries: std::sync::Mutex<Vec<LogEntry>>,
+    flushes: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Captured {
+    fn entries(&self) -> Vec<LogEntry> {
+        self.entries.lock().expect("entries").clone()
+    }
+    fn flushes(&self) -> Vec<usize> {
+        self.flushes.lock().expect("flushes").clone()
+    }
+}
+
+impl LogController for Captured {
+    fn record(&self, mut entry: LogEntry) {
+        let mut entries = self.entries.lock().expect("entries");
+        entry.seq = entries.len() as u64 + 1;
+        entries.push(entry);
+    }
+    fn recent(&self, query: &LogQuery) -> Vec<LogEntry> {
+        self.entries()
+            .into_iter()
+            .filter(|e| query.matches(e))
+            .collect()
+    }
+    fn flush(&self) {
+        let n = self.entries.lock().expect("entries").len();
+        self.flushes.lock().expect("flushes").push(n);
+    }
+}
+
+/// Index of the first entry from `component` saying `message` (and, when
+/// given, with `field` = `value`).
+fn find_log(
+    entries: &[LogEntry],
+    component: &str,
+    message: &str,
+    field: Option<(&str, &str)>,
+) -> Option<usize> {
+    entries.iter().position(|e| {
+        e.component == component
+            && e.message == message
+            && field.is_none_or(|(k, v)| e.fields.get(k).map(String::as_str) == Some(v))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_log_controller_gets_the_lifecycle_logs_instead_of_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_dir = dir.path().join("logs");
+    let logging = LoggingConfig {
+        directory: log_dir.clone(),
+        stderr: false,
+        ..LoggingConfig::default()
+    };
+    // Retention on, so the store component has something to say.
+    let mut database = DatabaseConfig::memory().retention(Duration::from_secs(3600));
+    database.cleanup_interval = Duration::from_secs(1);
+    let mut cfg = config(database);
+    cfg.logging = Some(logging.clone());
+
+    let captured = Arc::new(Captured::default());
+    let broker = MemoryBroker::new();
+    let running = CeleryCnc::new(cfg)
+        .with_broker("memory://", Arc::new(broker.clone()))
+        .with_log_controller(captured.clone())
+        .start()
+        .await
+        .expect("start");
+    // The page feed is the custom controller too.
+    let ctx_logs = running.context().logs.clone();
+
+    wait_subscribed(&broker).await;
+    // A task that finished in 2023: the next cleanup pass removes it and
+    // logs that it did.
+    for e in task_events(1, "w1@h") {
+        broker.emit(e);
+    }
+    wait_until(Duration::from_secs(10), || {
+        let captured = captured.clone();
+        async move {
+            find_log(
+                &captured.entries(),
+                "celery_cnc.store",
+                "retention cleanup",
+                Some(("tasks", "1")),
+            )
+            .is_some()
+        }
+    })
+    .await;
+    let logging_status = running
+        .status()
+        .into_iter()
+        .find(|s| s.name == "logging")
+        .expect("logging listed");
+    assert_eq!(
+        logging_status.info.config["controller"], "custom",
+        "{logging_status:?}"
+    );
+    assert_eq!(
+        logging_status.info.config["directory"],
+        serde_json::Value::Null,
+        "a custom controller writes no files there: {logging_status:?}"
+    );
+    running.stop().await.expect("stop");
+
+    let entries = captured.entries();
+    let shown = || {
+        entries
+            .iter()
+            .map(|e| format!("{} {} {:?}", e.component, e.message, e.fields))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let orch = "celery_cnc.orchestrator";
+    for component in ["logging", "store", "ingest", "listener.mem", "workers"] {
+        let started = find_log(&entries, orch, "started", Some(("component", component)));
+        let stopped = find_log(&entries, orch, "stopped", Some(("component", component)));
+        assert!(
+            started.is_some() && stopped.is_some() && started < stopped,
+            "{component} start and stop lines:\n{}",
+            shown()
+        );
+    }
+    let started = find_log(&entries, orch, "celery-cnc started", None);
+    let listening = find_log(
+        &entries,
+        "celery_cnc.ingest",
+        "listening for Celery events",
+        None,
+    );
+    let listener_stopped = find_log(&entries, "celery_cnc.ingest", "listener stopped", None);
+    let ingest_stopped = find_log(
+        &entries,
+        "celery_cnc.ingest",
+        "ingest stopped: last batch written",
+        None,
+    );
+    let stopped = find_log(&entries, orch, "celery-cnc stopped", None);
+    for (what, at) in [
+        ("celery-cnc started", started),
+        ("listening", listening),
+        ("listener stopped", listener_stopped),
+        ("ingest stopped", ingest_stopped),
+        ("celery-cnc stopped", stopped),
+    ] {
+        assert!(at.is_some(), "no {what} line:\n{}", shown());
+    }
+    assert!(listening < listener_stopped && listener_stopped < ingest_stopped);
+    assert!(
+        ingest_stopped < stopped,
+        "the writer stops before the service"
+    );
+    assert!(
+        !entries.iter().any(|e| e.message.contains("crashed")),
+        "a clean stop crashed something:\n{}",
+        shown()
+    );
+    // Lines carry the structured fields.
+    let cleanup = &entries
+        [find_log(&entries, "celery_cnc.store", "retention cleanup", None).expect("cleanup line")];
+    assert_eq!(cleanup.level, cnc_core::logs::LogLevel::Info);
+    assert_eq!(cleanup.fields.get("events").map(String::as_str), Some("3"));
+
+    // Flushed at stop, after the last line.
+    let flushes = captured.flushes();
+    let last_line = stopped.expect("stopped line") + 1;
+    assert!(
+        flushes.last().is_some_and(|n| *n >= last_line),
+        "flushes {flushes:?}; the stop line is entry {last_line}"
+    );
+    assert_eq!(
+        ctx_logs.recent(&LogQuery::default()).len(),
+        captured.entries().len(),
+        "the service's own feed is the custom controller"
+    );
+
+    // The file controller was never opened: no directory, no file.
+    assert!(
+        !log_dir.exists(),
+        "files written though a custom controller was given: {:?}",
+        std::fs::read_dir(&log_dir).map(|d| d
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect::<Vec<_>>())
+    );
+
+    // The same config without the custom controller does write there (so
+    // the check above means something).
+    let mut cfg = config(DatabaseConfig::memory());
+    cfg.logging = Some(logging);
+    let running = CeleryCnc::new(cfg)
+        .with_broker("memory://", Arc::new(MemoryBroker::new()))
+        .start()
+        .await
+        .expect("start with the file controller");
+    running.stop().await.expect("stop");
+    let files: Vec<_> = std::fs::read_dir(&log_dir)
+        .expect("the file controller made its directory")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(files[0].path()).expect("read log file");
+    assert!(
+        text.contains("[celery_cnc.orchestrator] [INFO] celery-cnc stopped"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_records_no_crash_and_no_restart() {
+    // The writer is stopped after the last producer; it must not see its
+    // channel close first and count that as a crash. Several rounds: the
+    // race is timing-dependent.
+    for round in 0..5 {
+        let broker = MemoryBroker::new();
+        let running = CeleryCnc::new(config(DatabaseConfig::memory()))
+            .with_broker("memory://", Arc::new(broker.clone()))
+            .start()
+            .await
+            .expect("start");
+        wait_subscribed(&broker).await;
+        for e in task_events(round, "w1@h") {
+            broker.emit(e);
+        }
+        let store = running.store().clone();
+        let id = format!("task-{round}");
+        wait_until(Duration::from_secs(5), || {
+            let (store, id) = (store.clone(), id.clone());
+            async move { store.task(&id).await.ok().flatten().is_some() }
+        })
+        .await;
+        let report = running.stop().await.expect("stop");
+        for c in &report.components {
+            assert!(
+                c.state == ComponentState::Stopped && c.restarts == 0 && c.last_error.is_none(),
+                "round {round}: {} after a clean stop: {c:?}",
+                c.name
+            );
+        }
+        assert_eq!(
+            report.ingest.accepted,
+            report.ingest.events_written + report.ingest.events_skipped,
+            "{report:?}"
+        );
+    }
 }
