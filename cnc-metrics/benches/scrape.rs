@@ -2,11 +2,16 @@
 //!
 //! Run with: `cargo bench -p cnc-metrics --bench scrape`
 //!
-//! * Scrape: 1,000 task names x 50 workers, p50/p99 of `render()`, for
-//!   each flag set, with each name run by 1 or 5 of the 50 workers (queues
-//!   served by subsets) or by all 50 (worst case: every pair seen). Flower's
-//!   and celery-exporter's families are per (worker, task), so their size
-//!   is the number of pairs seen, not names + workers.
+//! * Scrape: 1,000 task names x 50 workers, p50/p99 of `render_pooled()`
+//!   (what the endpoint does before its first byte), for each flag set,
+//!   with each name run by 1 or 5 of the 50 workers (queues served by
+//!   subsets) or by all 50 (worst case: every pair seen). Flower's and
+//!   celery-exporter's families are per (worker, task), so their size is
+//!   the number of pairs seen, not names + workers. Each case is timed with
+//!   no events between scrapes (all text cached), with 1,000 events between
+//!   scrapes, and with every pair's series changed (all re-rendered).
+//!   `CNC_BENCH_SCRAPE=<part of a case name>` runs only matching cases,
+//!   `CNC_BENCH_CHURN=idle|some|all` only one of the three.
 //! * Observe: events/s and ns/event of `observe_batch` for the Prometheus
 //!   exporter, the OpenTelemetry exporter, and both.
 
@@ -75,6 +80,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// What happens between two timed scrapes.
+#[derive(Debug, Clone, Copy)]
+enum Churn {
+    /// Nothing: every series is served from its cached text.
+    Idle,
+    /// 250 tasks (1,000 events) on pairs already seen, plus heartbeats.
+    Some,
+    /// One more task on every pair seen, plus heartbeats: every per-pair
+    /// series is re-rendered (what a scrape sees when tasks ran on every
+    /// pair since the last one).
+    All,
+}
+
 fn scrape(
     label: &str,
     workers_per_name: usize,
@@ -82,6 +100,11 @@ fn scrape(
     celery_exporter: bool,
     rounds: usize,
 ) {
+    if let Ok(only) = std::env::var("CNC_BENCH_SCRAPE") {
+        if !label.contains(only.as_str()) {
+            return;
+        }
+    }
     let cfg = PrometheusConfig {
         flower_compat: flower,
         celery_exporter_compat: celery_exporter,
@@ -92,9 +115,11 @@ fn scrape(
     ex.observe_batch(&batch(heartbeats(now)));
     let mut id = 0;
     let mut events = Vec::new();
+    let mut pairs = Vec::new();
     for name in 0..NAMES {
         for k in 0..workers_per_name {
             let w = (name + k * (WORKERS / workers_per_name)) % WORKERS;
+            pairs.push((name, w));
             events.extend(life(id, name, w, now - 10.0));
             id += 1;
         }
@@ -105,23 +130,69 @@ fn scrape(
     ex.observe_batch(&batch(events));
     let first = ex.render();
     let series = first.lines().filter(|l| !l.starts_with('#')).count();
-    let mut times = Vec::new();
-    for _ in 0..rounds {
-        // What the HTTP endpoint does: render into a reused buffer.
-        let t = Instant::now();
-        let text = ex.render_pooled();
-        times.push(t.elapsed());
-        std::hint::black_box(text.as_str().len());
-        drop(text);
+    let churns: Vec<Churn> = match std::env::var("CNC_BENCH_CHURN").as_deref() {
+        Ok("idle") => vec![Churn::Idle],
+        Ok("some") => vec![Churn::Some],
+        Ok("all") => vec![Churn::All],
+        _ => vec![Churn::Idle, Churn::Some, Churn::All],
+    };
+    for churn in churns {
+        let mut times = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..rounds {
+            let mut events = heartbeats(cnc_model::now());
+            let lives = match churn {
+                Churn::Idle => 0,
+                Churn::Some => 250,
+                Churn::All => pairs.len(),
+            };
+            for i in 0..lives {
+                let (name, w) = if lives == pairs.len() {
+                    pairs[i]
+                } else {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    pairs[(rng % pairs.len() as u64) as usize]
+                };
+                events.extend(life(id, name, w, now - 5.0));
+                id += 1;
+            }
+            if !matches!(churn, Churn::Idle) {
+                for c in events.chunks(10_000) {
+                    ex.observe_batch(&batch(c.to_vec()));
+                }
+            }
+            // What the HTTP endpoint does before sending the first byte.
+            let t = Instant::now();
+            let text = ex.render_pooled();
+            times.push(t.elapsed());
+            std::hint::black_box(text.len());
+            drop(text);
+        }
+        times.sort();
+        let what = match churn {
+            Churn::Idle => "no events between scrapes",
+            Churn::Some => "1,000 events between scrapes",
+            Churn::All => "every pair's series changed",
+        };
+        println!(
+            "scrape {label}, {what}: {NAMES} names x {WORKERS} workers, {} pairs, {series} samples, {:.1} MB: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({rounds} scrapes)",
+            pairs.len(),
+            first.len() as f64 / 1e6,
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+            times.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        );
     }
-    times.sort();
+    // Copying the text out (what a client needs to receive anyway), for
+    // scale: the endpoint does this while it sends.
+    let t = Instant::now();
+    let text = ex.render_pooled().to_text();
     println!(
-        "scrape {label}: {NAMES} names x {WORKERS} workers, {} tasks, {series} samples, {:.1} MB: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({rounds} scrapes)",
-        id,
-        first.len() as f64 / 1e6,
-        percentile(&times, 0.5).as_secs_f64() * 1e3,
-        percentile(&times, 0.99).as_secs_f64() * 1e3,
-        times.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        "  one scrape copied into one buffer: {:.1} ms ({} bytes)",
+        t.elapsed().as_secs_f64() * 1e3,
+        text.len()
     );
 }
 

@@ -5,7 +5,7 @@ use cnc_model::{
     Event, TaskEvent, TaskEventKind, TaskState, Timestamp, WorkerEvent, WorkerEventKind,
 };
 
-use crate::text::Histogram;
+use crate::text::{Cached, Histogram};
 use crate::track::{Interner, Label, LabelMap, NamePolicy, TaskInfo, Tracker, Update};
 
 /// Buckets of queue wait times, seconds (celery-exporter's defaults).
@@ -54,13 +54,13 @@ pub(crate) struct CoreAggregates {
     pub tracker: Tracker,
     pub runtime_bounds: Vec<f64>,
     /// Tasks that entered each state, by (name, state).
-    pub tasks_total: LabelMap<(Label, TaskState), u64>,
+    pub tasks_total: LabelMap<(Label, TaskState), Cached<u64>>,
     /// Unfinished tasks by (name, state).
-    pub in_progress: LabelMap<(Label, TaskState), i64>,
+    pub in_progress: LabelMap<(Label, TaskState), Cached<i64>>,
     /// Runtime of succeeded tasks by name.
-    pub runtime: LabelMap<Label, Histogram>,
+    pub runtime: LabelMap<Label, Cached<Histogram>>,
     /// Queue wait (sent, else received, to started) by (name, queue).
-    pub queue_wait: LabelMap<(Label, Label), Histogram>,
+    pub queue_wait: LabelMap<(Label, Label), Cached<Histogram>>,
     /// Workers by escaped hostname.
     pub workers: LabelMap<Label, WorkerStat>,
     /// Events observed.
@@ -122,7 +122,11 @@ impl CoreAggregates {
         let name = self.name_label(u.info.name.as_deref());
         if u.moved {
             if let Some(s) = u.info.state {
-                *self.tasks_total.entry((name.clone(), s)).or_default() += 1;
+                *self
+                    .tasks_total
+                    .entry((name.clone(), s))
+                    .or_default()
+                    .get_mut() += 1;
                 // Undo under the label the previous state was counted
                 // with: the name may have become known since.
                 if let (Some(p), Some(counted)) = (u.prev, u.info.counted_as.clone()) {
@@ -142,7 +146,8 @@ impl CoreAggregates {
                     let b = &self.runtime_bounds;
                     self.runtime
                         .entry(name)
-                        .or_insert_with(|| Histogram::new(b.len()))
+                        .or_insert_with(|| Cached::new(Histogram::new(b.len())))
+                        .get_mut()
                         .observe(b, rt);
                 }
             }
@@ -151,7 +156,8 @@ impl CoreAggregates {
                     let queue = self.labels.get(u.info.queue.as_deref().unwrap_or(UNKNOWN));
                     self.queue_wait
                         .entry((name, queue))
-                        .or_insert_with(|| Histogram::new(QUEUE_WAIT_BUCKETS.len()))
+                        .or_insert_with(|| Cached::new(Histogram::new(QUEUE_WAIT_BUCKETS.len())))
+                        .get_mut()
                         .observe(&QUEUE_WAIT_BUCKETS, wait);
                 }
             }
@@ -161,11 +167,9 @@ impl CoreAggregates {
     }
 
     fn bump_in_progress(&mut self, name: Label, s: TaskState, by: i64) {
-        let v = self.in_progress.entry((name, s)).or_default();
-        *v += by;
-        if *v < 0 {
-            *v = 0;
-        }
+        let c = self.in_progress.entry((name, s)).or_default();
+        let v = (**c + by).max(0);
+        c.set(v);
     }
 
     fn worker_event(&mut self, w: &WorkerEvent, now: Timestamp) {
@@ -250,7 +254,7 @@ mod tests {
             0.0,
         );
         let name = c.labels.get("t.add");
-        assert_eq!(c.in_progress[&(name.clone(), TaskState::Received)], 1);
+        assert_eq!(*c.in_progress[&(name.clone(), TaskState::Received)], 1);
         c.observe(
             &Event::Task(TaskEvent::new(TaskEventKind::Started, "a", 12.5).with_hostname("w@h")),
             0.0,
@@ -258,8 +262,8 @@ mod tests {
         let mut done = TaskEvent::new(TaskEventKind::Succeeded, "a", 13.0).with_hostname("w@h");
         done.runtime = Some(0.5);
         c.observe(&Event::Task(done), 0.0);
-        assert_eq!(c.tasks_total[&(name.clone(), TaskState::Success)], 1);
-        assert_eq!(c.in_progress[&(name.clone(), TaskState::Started)], 0);
+        assert_eq!(*c.tasks_total[&(name.clone(), TaskState::Success)], 1);
+        assert_eq!(*c.in_progress[&(name.clone(), TaskState::Started)], 0);
         assert_eq!(c.runtime[&name].count, 1);
         let q = c.labels.get("celery");
         let w = &c.queue_wait[&(name, q)];
@@ -284,12 +288,12 @@ mod tests {
             0.0,
         );
         assert!(
-            c.in_progress.values().all(|v| *v == 0),
+            c.in_progress.values().all(|v| **v == 0),
             "{:?}",
             c.in_progress
         );
         let name = c.labels.get("t.x");
-        assert_eq!(c.tasks_total[&(name, TaskState::Success)], 1);
+        assert_eq!(*c.tasks_total[&(name, TaskState::Success)], 1);
     }
 
     #[test]

@@ -256,6 +256,55 @@ fn otel_counters_are_served_when_attached() {
     );
 }
 
+/// Sorted sample lines, without the time-dependent ones.
+fn samples(text: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("timestamp_seconds"))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn cached_series_text_follows_every_change() {
+    // One exporter scraped between batches (series text cached and
+    // re-rendered as values change) must serve what an exporter that saw
+    // the same events and renders once serves.
+    let cached = PrometheusExporter::new(&all_flags());
+    let fresh = PrometheusExporter::new(&all_flags());
+    let mut all = vec![heartbeat("w1@box", 1), heartbeat("w2@box2", 0)];
+    for i in 0..40 {
+        let worker = if i % 3 == 0 { "w2@box2" } else { "w1@box" };
+        let name = format!("app.t{}", i % 4);
+        all.extend(life(
+            &format!("id{i}"),
+            &name,
+            worker,
+            100.0 + i as f64,
+            i % 7 == 0,
+        ));
+    }
+    for (i, e) in all.iter().enumerate() {
+        cached.observe_at(e, 1000.0);
+        fresh.observe_at(e, 1000.0);
+        if i % 9 == 0 {
+            let _ = cached.render_at(1000.0);
+        }
+    }
+    let (a, b) = (cached.render_at(1000.0), fresh.render_at(1000.0));
+    promtool_check(&a);
+    assert_eq!(samples(&a), samples(&b));
+    // And family by family in the same order as a full render.
+    let headers = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(headers(&a), headers(&b));
+}
+
 #[test]
 fn flags_switch_families() {
     let cfg = PrometheusConfig {
@@ -274,7 +323,7 @@ fn flags_switch_families() {
     // also when reusing a returned buffer.
     let ex = std::sync::Arc::new(ex);
     for _ in 0..3 {
-        assert_eq!(ex.render_pooled().as_str(), text);
+        assert_eq!(ex.render_pooled().to_text(), text);
     }
     assert!(!text.contains("celery_task_"), "{text}");
 
@@ -449,6 +498,26 @@ async fn serves_scrapes_over_http() {
     );
     assert_eq!(common::http_get(addr, "/other").await.0, 404);
     assert_eq!(ex.in_progress("app.add", TaskState::Received), 0);
+    // A scrape of many frames (cached series text gathered as it is sent)
+    // arrives whole.
+    for i in 0..3000 {
+        let worker = format!("w{}@box", i % 20);
+        for e in life(
+            &format!("big{i}"),
+            &format!("app.t{}", i % 150),
+            &worker,
+            20.0,
+            false,
+        ) {
+            ex.observe(&e);
+        }
+    }
+    let (status, body) = common::http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let text = ex.render();
+    assert!(text.len() > 1 << 20, "{} bytes", text.len());
+    assert_eq!(body.len(), text.len());
+    assert_eq!(samples(&body), samples(&text));
     svc.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), run)
         .await

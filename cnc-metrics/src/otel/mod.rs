@@ -468,7 +468,7 @@ impl OtelExporter {
                     .map(|((n, s), v)| {
                         int_point(
                             vec![kv_str("name", &raw(n)), kv_str("state", s.as_str())],
-                            *v as i64,
+                            **v as i64,
                         )
                     })
                     .collect(),
@@ -482,7 +482,7 @@ impl OtelExporter {
                     .map(|((n, s), v)| {
                         int_point(
                             vec![kv_str("name", &raw(n)), kv_str("state", s.as_str())],
-                            *v,
+                            **v,
                         )
                     })
                     .collect(),

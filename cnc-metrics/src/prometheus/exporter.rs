@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use cnc_broker::StreamStats;
 use cnc_model::bus::{EventBus, WrittenBatch};
 use cnc_model::component::{ComponentState, StatusBoard};
@@ -14,7 +15,10 @@ use parking_lot::Mutex;
 
 use crate::OtelStats;
 use crate::core::{CoreAggregates, QUEUE_WAIT_BUCKETS, WRITE_BUCKETS, queue_wait};
-use crate::text::{Histogram, Kind, TextWriter, clean_bounds, format_le};
+use crate::text::{
+    Cached, HistFamily, Histogram, Kind, SeriesText, TextWriter, clean_bounds, format_le,
+    histogram_into, sample_into,
+};
 use crate::track::{Label, LabelMap, Update, exception_class, host_of};
 
 /// Unfinished tasks remembered per exporter (to label later events).
@@ -105,10 +109,11 @@ struct CeCounters {
 /// Flower's families, labelled by node name (`worker`) and task name.
 #[derive(Debug, Default)]
 struct Flower {
-    events: LabelMap<(Label, Label, Label), (u64, f64)>,
-    runtime: LabelMap<(Label, Label), Histogram>,
-    prefetch_time: LabelMap<(Label, Label), f64>,
-    prefetched: LabelMap<(Label, Label), f64>,
+    /// Count and creation time: `flower_events_total` and `_created`.
+    events: LabelMap<(Label, Label, Label), Cached<(u64, f64), 2>>,
+    runtime: LabelMap<(Label, Label), Cached<Histogram>>,
+    prefetch_time: LabelMap<(Label, Label), Cached<f64>>,
+    prefetched: LabelMap<(Label, Label), Cached<f64>>,
     online: LabelMap<Label, f64>,
     executing: LabelMap<Label, f64>,
 }
@@ -116,10 +121,11 @@ struct Flower {
 /// celery-exporter's families, labelled by host (part after `@`).
 #[derive(Debug, Default)]
 struct CeleryExporter {
-    tasks: LabelMap<(Label, Label, Label), CeCounters>,
-    failed: LabelMap<(Label, Label, Label, Label), u64>,
-    runtime: LabelMap<(Label, Label, Label), Histogram>,
-    queue_wait: LabelMap<(Label, Label, Label), Histogram>,
+    /// One part per counter of [`CE_KINDS`].
+    tasks: LabelMap<(Label, Label, Label), Cached<CeCounters, 7>>,
+    failed: LabelMap<(Label, Label, Label, Label), Cached<u64>>,
+    runtime: LabelMap<(Label, Label, Label), Cached<Histogram>>,
+    queue_wait: LabelMap<(Label, Label, Label), Cached<Histogram>>,
     worker_up: LabelMap<Label, f64>,
     worker_active: LabelMap<Label, f64>,
 }
@@ -140,39 +146,88 @@ struct State {
     events_written: u64,
     write_seconds: Histogram,
     lagged: u64,
-    last_size: usize,
+    /// Chunks in the last scrape.
+    last_chunks: usize,
+    /// A series' label set while its histogram lines are written.
+    scratch: String,
+    /// Where re-rendered series text goes.
+    text: SeriesText,
+    /// Length of the last scrape.
+    last_len: usize,
+}
+
+/// Names and bucket tails of the histogram families, built once.
+#[derive(Debug)]
+struct HistFamilies {
+    runtime: HistFamily,
+    queue_wait: HistFamily,
+    flower_runtime: HistFamily,
+    ce_runtime: HistFamily,
+    ce_queue_wait: HistFamily,
+}
+
+impl HistFamilies {
+    fn new(runtime_bounds: &[f64]) -> Self {
+        let runtime: Vec<String> = runtime_bounds.iter().map(|b| format_le(*b)).collect();
+        let wait: Vec<String> = QUEUE_WAIT_BUCKETS.iter().map(|b| format_le(*b)).collect();
+        Self {
+            runtime: HistFamily::new("celery_cnc_task_runtime_seconds", &runtime),
+            queue_wait: HistFamily::new("celery_cnc_task_queue_wait_seconds", &wait),
+            flower_runtime: HistFamily::new("flower_task_runtime_seconds", &runtime),
+            ce_runtime: HistFamily::new("celery_task_runtime", &runtime),
+            ce_queue_wait: HistFamily::new("celery_task_queue_wait_time", &wait),
+        }
+    }
 }
 
 /// Scrape buffers kept for reuse.
 const POOLED_BUFFERS: usize = 2;
 
-/// One scrape's text (see [`PrometheusExporter::render_pooled`]); its
-/// buffer goes back to the exporter when dropped.
+/// One scrape's text (see [`PrometheusExporter::render_pooled`]): a list
+/// of chunks, most of them series text cached by the exporter and shared,
+/// not copied. Its chunk list goes back to the exporter when dropped.
 #[derive(Debug)]
 pub struct Scrape {
-    text: String,
+    chunks: Vec<Bytes>,
+    len: usize,
     home: std::sync::Weak<PrometheusExporter>,
 }
 
 impl Scrape {
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.text
+    /// The text's chunks, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
     }
-}
 
-impl AsRef<[u8]> for Scrape {
-    fn as_ref(&self) -> &[u8] {
-        self.text.as_bytes()
+    /// Length of the text in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there is no text.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The text in one buffer (a copy).
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(self.len);
+        for c in &self.chunks {
+            // Every chunk is whole lines of text the exporter wrote.
+            s.push_str(std::str::from_utf8(c).unwrap_or_default());
+        }
+        s
     }
 }
 
 impl Drop for Scrape {
     fn drop(&mut self) {
         if let Some(home) = self.home.upgrade() {
+            let mut chunks = std::mem::take(&mut self.chunks);
+            chunks.clear();
             let mut pool = home.pool.lock();
             if pool.len() < POOLED_BUFFERS {
-                pool.push(std::mem::take(&mut self.text));
+                pool.push(chunks);
             }
         }
     }
@@ -189,13 +244,12 @@ pub struct PrometheusExporter {
     flower: bool,
     celery_exporter: bool,
     ttl: f64,
-    runtime_le: Vec<String>,
     runtime_bounds: Vec<f64>,
-    wait_le: Vec<String>,
     write_le: Vec<String>,
+    hist: HistFamilies,
     state: Mutex<State>,
     sources: Mutex<Sources>,
-    pool: Mutex<Vec<String>>,
+    pool: Mutex<Vec<Vec<Bytes>>>,
 }
 
 impl PrometheusExporter {
@@ -206,10 +260,9 @@ impl PrometheusExporter {
             flower: config.flower_compat,
             celery_exporter: config.celery_exporter_compat,
             ttl: config.offline_worker_ttl.as_secs_f64(),
-            runtime_le: bounds.iter().map(|b| format_le(*b)).collect(),
             runtime_bounds: bounds.clone(),
-            wait_le: QUEUE_WAIT_BUCKETS.iter().map(|b| format_le(*b)).collect(),
             write_le: WRITE_BUCKETS.iter().map(|b| format_le(*b)).collect(),
+            hist: HistFamilies::new(&bounds),
             state: Mutex::new(State {
                 core: CoreAggregates::new(bounds, config.task_names.as_deref(), TRACKED_TASKS),
                 flower: Flower::default(),
@@ -223,7 +276,10 @@ impl PrometheusExporter {
                 events_written: 0,
                 write_seconds: Histogram::new(WRITE_BUCKETS.len()),
                 lagged: 0,
-                last_size: 4096,
+                last_chunks: 0,
+                scratch: String::new(),
+                text: SeriesText::default(),
+                last_len: 0,
             }),
             sources: Mutex::new(Sources::default()),
             pool: Mutex::new(Vec::new()),
@@ -350,14 +406,16 @@ impl PrometheusExporter {
         st.flower
             .events
             .entry((node.clone(), kind, task.clone()))
-            .or_insert((0, now))
+            .or_insert_with(|| Cached::new((0, now)))
+            .get_mut()
             .0 += 1;
         if let Some(rt) = e.runtime.filter(|r| *r != 0.0) {
             let b = &self.runtime_bounds;
             st.flower
                 .runtime
                 .entry((node.clone(), task.clone()))
-                .or_insert_with(|| Histogram::new(b.len()))
+                .or_insert_with(|| Cached::new(Histogram::new(b.len())))
+                .get_mut()
                 .observe(b, rt);
         }
         if u.late || u.info.eta.is_some() {
@@ -366,18 +424,22 @@ impl PrometheusExporter {
         let key = (node.clone(), task);
         match e.kind {
             TaskEventKind::Received if u.info.received.is_some() => {
-                *st.flower.prefetched.entry(key).or_default() += 1.0;
+                *st.flower.prefetched.entry(key).or_default().get_mut() += 1.0;
             }
             TaskEventKind::Started => {
                 if let (Some(s), Some(r)) = (u.info.started, u.info.received) {
-                    st.flower.prefetch_time.insert(key.clone(), s - r);
-                    *st.flower.prefetched.entry(key).or_default() -= 1.0;
+                    st.flower
+                        .prefetch_time
+                        .entry(key.clone())
+                        .or_default()
+                        .set(s - r);
+                    *st.flower.prefetched.entry(key).or_default().get_mut() -= 1.0;
                 }
             }
             TaskEventKind::Succeeded | TaskEventKind::Failed
                 if u.info.started.is_some() && u.info.received.is_some() =>
             {
-                st.flower.prefetch_time.insert(key, 0.0);
+                st.flower.prefetch_time.entry(key).or_default().set(0.0);
             }
             _ => {}
         }
@@ -397,7 +459,7 @@ impl PrometheusExporter {
             .labels
             .get(u.info.queue.as_deref().unwrap_or("celery"));
         let key = (name, host, queue);
-        let c = st.ce.tasks.entry(key.clone()).or_default();
+        let c = st.ce.tasks.entry(key.clone()).or_default().get_mut();
         // celery-exporter creates every worker-side counter of these labels
         // (at zero) so rates exist; task-sent only when one was sent.
         for (i, p) in c.present.iter_mut().enumerate() {
@@ -424,7 +486,8 @@ impl PrometheusExporter {
                 *st.ce
                     .failed
                     .entry((key.0.clone(), key.1.clone(), exc, key.2.clone()))
-                    .or_default() += 1;
+                    .or_default()
+                    .get_mut() += 1;
             }
             TaskEventKind::Succeeded => {
                 if let Some(rt) = e.runtime {
@@ -432,7 +495,8 @@ impl PrometheusExporter {
                     st.ce
                         .runtime
                         .entry(key)
-                        .or_insert_with(|| Histogram::new(b.len()))
+                        .or_insert_with(|| Cached::new(Histogram::new(b.len())))
+                        .get_mut()
                         .observe(b, rt);
                 }
             }
@@ -441,7 +505,8 @@ impl PrometheusExporter {
                     st.ce
                         .queue_wait
                         .entry(key)
-                        .or_insert_with(|| Histogram::new(QUEUE_WAIT_BUCKETS.len()))
+                        .or_insert_with(|| Cached::new(Histogram::new(QUEUE_WAIT_BUCKETS.len())))
+                        .get_mut()
                         .observe(&QUEUE_WAIT_BUCKETS, w);
                 }
             }
@@ -493,29 +558,39 @@ impl PrometheusExporter {
         self.render_at(cnc_model::now())
     }
 
-    /// The scrape text in a buffer that returns to the exporter when
-    /// dropped, so the next scrape reuses its memory instead of faulting
-    /// in fresh pages (a fifth of a large scrape's time otherwise). What
-    /// the HTTP endpoint serves.
+    /// The scrape as chunks, most of them cached series text shared with
+    /// the exporter (only series that changed since the last scrape are
+    /// rendered again); the chunk list returns to the exporter when
+    /// dropped. What the HTTP endpoint serves.
     pub fn render_pooled(self: &Arc<Self>) -> Scrape {
         let buf = self.pool.lock().pop().unwrap_or_default();
+        let (chunks, len) = self.render_into(cnc_model::now(), buf);
         Scrape {
-            text: self.render_into(cnc_model::now(), buf),
+            chunks,
+            len,
             home: Arc::downgrade(self),
         }
     }
 
     /// The scrape text as of local time `now`.
     pub fn render_at(&self, now: Timestamp) -> String {
-        self.render_into(now, String::new())
+        let (chunks, len) = self.render_into(now, Vec::new());
+        let mut s = String::with_capacity(len);
+        for c in &chunks {
+            // Every chunk is whole lines of text written by this module.
+            s.push_str(std::str::from_utf8(c).unwrap_or_default());
+        }
+        s
     }
 
-    fn render_into(&self, now: Timestamp, buf: String) -> String {
+    fn render_into(&self, now: Timestamp, mut buf: Vec<Bytes>) -> (Vec<Bytes>, usize) {
         let sources = self.sources.lock().clone();
         let mut guard = self.state.lock();
         let st = &mut *guard;
         self.prune(st, now);
-        let mut w = TextWriter::with_buffer(buf, st.last_size + st.last_size / 8);
+        buf.reserve(st.last_chunks);
+        st.text.begin(st.last_len);
+        let mut w = TextWriter::with_chunks(buf);
         self.render_core(st, &sources, now, &mut w);
         if self.flower {
             self.render_flower(st, &mut w);
@@ -523,63 +598,73 @@ impl PrometheusExporter {
         if self.celery_exporter {
             self.render_ce(st, now, &mut w);
         }
-        let text = w.finish();
-        st.last_size = text.len();
-        text
+        let (chunks, len) = w.finish_chunks();
+        st.last_chunks = chunks.len();
+        st.last_len = len;
+        (chunks, len)
     }
 
-    fn render_core(&self, st: &State, src: &Sources, now: Timestamp, w: &mut TextWriter) {
-        let c = &st.core;
+    fn render_core(&self, st: &mut State, src: &Sources, now: Timestamp, w: &mut TextWriter) {
+        let scratch = &mut st.scratch;
+        let text = &mut st.text;
+        let c = &mut st.core;
         w.family(
             "celery_cnc_tasks_total",
             Kind::Counter,
             "Tasks that entered each state, by task name.",
         );
-        for ((name, state), v) in &c.tasks_total {
-            w.sample(
-                "celery_cnc_tasks_total",
-                &[("name", name), ("state", state.as_str())],
-                *v as f64,
-            );
+        for ((name, state), v) in &mut c.tasks_total {
+            w.chunk(v.part(0, text, |v, _, out| {
+                sample_into(
+                    out,
+                    "celery_cnc_tasks_total",
+                    &[("name", name), ("state", state.as_str())],
+                    *v as f64,
+                );
+            }));
         }
         w.family(
             "celery_cnc_tasks_in_progress",
             Kind::Gauge,
             "Unfinished tasks by current state (PENDING, RECEIVED, STARTED, RETRY) and name.",
         );
-        for ((name, state), v) in &c.in_progress {
-            w.sample(
-                "celery_cnc_tasks_in_progress",
-                &[("name", name), ("state", state.as_str())],
-                *v as f64,
-            );
+        for ((name, state), v) in &mut c.in_progress {
+            w.chunk(v.part(0, text, |v, _, out| {
+                sample_into(
+                    out,
+                    "celery_cnc_tasks_in_progress",
+                    &[("name", name), ("state", state.as_str())],
+                    *v as f64,
+                );
+            }));
         }
         w.family(
             "celery_cnc_task_runtime_seconds",
             Kind::Histogram,
             "Runtime of succeeded tasks, seconds.",
         );
-        for (name, h) in &c.runtime {
-            w.histogram(
-                "celery_cnc_task_runtime_seconds",
-                &[("name", name)],
-                &self.runtime_le,
-                h,
-            );
+        for (name, h) in &mut c.runtime {
+            w.chunk(h.part(0, text, |h, _, out| {
+                histogram_into(out, &self.hist.runtime, &[("name", name)], h, scratch);
+            }));
         }
         w.family(
             "celery_cnc_task_queue_wait_seconds",
             Kind::Histogram,
             "Time from sent (or received) to started, seconds; tasks with an ETA excluded.",
         );
-        for ((name, queue), h) in &c.queue_wait {
-            w.histogram(
-                "celery_cnc_task_queue_wait_seconds",
-                &[("name", name), ("queue", queue)],
-                &self.wait_le,
-                h,
-            );
+        for ((name, queue), h) in &mut c.queue_wait {
+            w.chunk(h.part(0, text, |h, _, out| {
+                histogram_into(
+                    out,
+                    &self.hist.queue_wait,
+                    &[("name", name), ("queue", queue)],
+                    h,
+                    scratch,
+                );
+            }));
         }
+        let c = &st.core;
         w.family(
             "celery_cnc_workers_online",
             Kind::Gauge,
@@ -924,60 +1009,75 @@ impl PrometheusExporter {
         }
     }
 
-    fn render_flower(&self, st: &State, w: &mut TextWriter) {
-        let f = &st.flower;
+    fn render_flower(&self, st: &mut State, w: &mut TextWriter) {
+        let scratch = &mut st.scratch;
+        let text = &mut st.text;
+        let f = &mut st.flower;
+        fn events(
+            (worker, kind, task): &(Label, Label, Label),
+        ) -> impl FnMut(&(u64, f64), usize, &mut String) + '_ {
+            move |(n, created), part, out| {
+                let labels = [("worker", &**worker), ("type", &**kind), ("task", &**task)];
+                if part == 0 {
+                    sample_into(out, "flower_events_total", &labels, *n as f64);
+                } else {
+                    sample_into(out, "flower_events_created", &labels, *created);
+                }
+            }
+        }
         w.family("flower_events_total", Kind::Counter, "Number of events");
-        for ((worker, kind, task), (n, _)) in &f.events {
-            w.sample(
-                "flower_events_total",
-                &[("worker", worker), ("type", kind), ("task", task)],
-                *n as f64,
-            );
+        for (k, v) in &mut f.events {
+            w.chunk(v.part(0, text, events(k)));
         }
         w.family("flower_events_created", Kind::Gauge, "Number of events");
-        for ((worker, kind, task), (_, created)) in &f.events {
-            w.sample(
-                "flower_events_created",
-                &[("worker", worker), ("type", kind), ("task", task)],
-                *created,
-            );
+        for (k, v) in &mut f.events {
+            w.chunk(v.part(1, text, events(k)));
         }
         w.family(
             "flower_task_runtime_seconds",
             Kind::Histogram,
             "Task runtime",
         );
-        for ((worker, task), h) in &f.runtime {
-            w.histogram(
-                "flower_task_runtime_seconds",
-                &[("worker", worker), ("task", task)],
-                &self.runtime_le,
-                h,
-            );
+        for ((worker, task), h) in &mut f.runtime {
+            w.chunk(h.part(0, text, |h, _, out| {
+                histogram_into(
+                    out,
+                    &self.hist.flower_runtime,
+                    &[("worker", worker), ("task", task)],
+                    h,
+                    scratch,
+                );
+            }));
         }
         w.family(
             "flower_task_prefetch_time_seconds",
             Kind::Gauge,
             "The time the task spent waiting at the celery worker to be executed.",
         );
-        for ((worker, task), v) in &f.prefetch_time {
-            w.sample(
-                "flower_task_prefetch_time_seconds",
-                &[("worker", worker), ("task", task)],
-                *v,
-            );
+        for ((worker, task), v) in &mut f.prefetch_time {
+            w.chunk(v.part(0, text, |v, _, out| {
+                sample_into(
+                    out,
+                    "flower_task_prefetch_time_seconds",
+                    &[("worker", worker), ("task", task)],
+                    *v,
+                );
+            }));
         }
         w.family(
             "flower_worker_prefetched_tasks",
             Kind::Gauge,
             "Number of tasks of given type prefetched at a worker",
         );
-        for ((worker, task), v) in &f.prefetched {
-            w.sample(
-                "flower_worker_prefetched_tasks",
-                &[("worker", worker), ("task", task)],
-                *v,
-            );
+        for ((worker, task), v) in &mut f.prefetched {
+            w.chunk(v.part(0, text, |v, _, out| {
+                sample_into(
+                    out,
+                    "flower_worker_prefetched_tasks",
+                    &[("worker", worker), ("task", task)],
+                    *v,
+                );
+            }));
         }
         w.family("flower_worker_online", Kind::Gauge, "Worker online status");
         for (worker, v) in &f.online {
@@ -997,18 +1097,23 @@ impl PrometheusExporter {
         }
     }
 
-    fn render_ce(&self, st: &State, now: Timestamp, w: &mut TextWriter) {
-        let ce = &st.ce;
+    fn render_ce(&self, st: &mut State, now: Timestamp, w: &mut TextWriter) {
+        let scratch = &mut st.scratch;
+        let text = &mut st.text;
+        let ce = &mut st.ce;
         for (i, (name, help)) in CE_KINDS.iter().enumerate() {
             w.family(name, Kind::Counter, help);
-            for ((task, host, queue), c) in &ce.tasks {
-                if c.present[i] {
-                    w.sample(
-                        name,
-                        &[("name", task), ("hostname", host), ("queue_name", queue)],
-                        c.counts[i] as f64,
-                    );
-                }
+            for ((task, host, queue), c) in &mut ce.tasks {
+                w.chunk(c.part(i, text, |c, part, out| {
+                    if c.present[part] {
+                        sample_into(
+                            out,
+                            CE_KINDS[part].0,
+                            &[("name", task), ("hostname", host), ("queue_name", queue)],
+                            c.counts[part] as f64,
+                        );
+                    }
+                }));
             }
             if i == 3 {
                 w.family(
@@ -1016,17 +1121,20 @@ impl PrometheusExporter {
                     Kind::Counter,
                     "Sent if the execution of the task failed.",
                 );
-                for ((task, host, exc, queue), n) in &ce.failed {
-                    w.sample(
-                        "celery_task_failed_total",
-                        &[
-                            ("name", task),
-                            ("hostname", host),
-                            ("exception", exc),
-                            ("queue_name", queue),
-                        ],
-                        *n as f64,
-                    );
+                for ((task, host, exc, queue), n) in &mut ce.failed {
+                    w.chunk(n.part(0, text, |n, _, out| {
+                        sample_into(
+                            out,
+                            "celery_task_failed_total",
+                            &[
+                                ("name", task),
+                                ("hostname", host),
+                                ("exception", exc),
+                                ("queue_name", queue),
+                            ],
+                            *n as f64,
+                        );
+                    }));
                 }
             }
         }
@@ -1035,27 +1143,34 @@ impl PrometheusExporter {
             Kind::Histogram,
             "Histogram of task runtime measurements.",
         );
-        for ((task, host, queue), h) in &ce.runtime {
-            w.histogram(
-                "celery_task_runtime",
-                &[("name", task), ("hostname", host), ("queue_name", queue)],
-                &self.runtime_le,
-                h,
-            );
+        for ((task, host, queue), h) in &mut ce.runtime {
+            w.chunk(h.part(0, text, |h, _, out| {
+                histogram_into(
+                    out,
+                    &self.hist.ce_runtime,
+                    &[("name", task), ("hostname", host), ("queue_name", queue)],
+                    h,
+                    scratch,
+                );
+            }));
         }
         w.family(
             "celery_task_queue_wait_time",
             Kind::Histogram,
             "Histogram of the time tasks spend waiting in the queue before being executed, excluding deliberate ETA/countdown delay.",
         );
-        for ((task, host, queue), h) in &ce.queue_wait {
-            w.histogram(
-                "celery_task_queue_wait_time",
-                &[("name", task), ("hostname", host), ("queue_name", queue)],
-                &self.wait_le,
-                h,
-            );
+        for ((task, host, queue), h) in &mut ce.queue_wait {
+            w.chunk(h.part(0, text, |h, _, out| {
+                histogram_into(
+                    out,
+                    &self.hist.ce_queue_wait,
+                    &[("name", task), ("hostname", host), ("queue_name", queue)],
+                    h,
+                    scratch,
+                );
+            }));
         }
+        let ce = &st.ce;
         // A worker silent past 2 x freq is down, as celery-exporter's timeout.
         let mut alive_hosts: HashMap<&str, bool> = HashMap::new();
         for (node, ws) in &st.core.workers {
@@ -1144,7 +1259,7 @@ impl PrometheusExporter {
     pub fn in_progress(&self, name: &str, state: TaskState) -> i64 {
         let mut st = self.state.lock();
         let l = st.core.labels.get(name);
-        st.core.in_progress.get(&(l, state)).copied().unwrap_or(0)
+        st.core.in_progress.get(&(l, state)).map_or(0, |v| **v)
     }
 }
 

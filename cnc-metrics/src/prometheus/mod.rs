@@ -19,7 +19,8 @@ use cnc_model::component::{
 };
 use cnc_model::config::PrometheusConfig;
 use cnc_model::exporter::Exporter;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -208,14 +209,83 @@ impl Component for PrometheusComponent {
     }
 }
 
+/// Bytes per body frame: cached series text is gathered into frames of
+/// about this size so hyper writes a few large buffers, not one per series.
+const FRAME_BYTES: usize = 256 * 1024;
+
+/// The body of a scrape: its chunks, gathered into frames as the
+/// connection asks for them (so the one copy into frames overlaps the
+/// network write instead of delaying the first byte).
+#[derive(Debug)]
+struct ScrapeBody {
+    scrape: Scrape,
+    next: usize,
+    left: usize,
+}
+
+impl ScrapeBody {
+    fn new(scrape: Scrape) -> Self {
+        let left = scrape.len();
+        Self {
+            scrape,
+            next: 0,
+            left,
+        }
+    }
+}
+
+impl Body for ScrapeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let chunks = this.scrape.chunks();
+        let Some(first) = chunks.get(this.next) else {
+            return std::task::Poll::Ready(None);
+        };
+        this.next += 1;
+        let frame = if first.len() >= FRAME_BYTES {
+            first.clone()
+        } else {
+            let mut buf = bytes::BytesMut::with_capacity(FRAME_BYTES + 64 * 1024);
+            buf.extend_from_slice(first);
+            while let Some(c) = chunks.get(this.next) {
+                if buf.len() + c.len() > buf.capacity() {
+                    break;
+                }
+                buf.extend_from_slice(c);
+                this.next += 1;
+            }
+            buf.freeze()
+        };
+        this.left = this.left.saturating_sub(frame.len());
+        std::task::Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.scrape.chunks().len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left as u64)
+    }
+}
+
+/// A response body: a short message or a scrape.
+type ReplyBody = Either<Full<Bytes>, ScrapeBody>;
+
 /// Answer one HTTP request.
 async fn respond<B>(
     req: &Request<B>,
     exporter: Arc<PrometheusExporter>,
     path: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<ReplyBody> {
     let reply = |status: StatusCode, ctype: &'static str, body: Bytes| {
-        let mut r = Response::new(Full::new(body));
+        let mut r = Response::new(Either::Left(Full::new(body)));
         *r.status_mut() = status;
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -235,7 +305,14 @@ async fn respond<B>(
             // A large scrape takes milliseconds of CPU: keep it off the
             // runtime's worker threads.
             match tokio::task::spawn_blocking(move || exporter.render_pooled()).await {
-                Ok(scrape) => reply(StatusCode::OK, CONTENT_TYPE, Bytes::from_owner(scrape)),
+                Ok(scrape) => {
+                    let mut r = Response::new(Either::Right(ScrapeBody::new(scrape)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static(CONTENT_TYPE),
+                    );
+                    r
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "rendering the scrape");
                     reply(
