@@ -26,6 +26,9 @@ struct Where {
     params: Vec<SqlValue>,
     /// The FTS index drives the scan (search of 3+ characters).
     fts: bool,
+    /// `seq` bounds of a time window (`>= x`, `<= y`), to bound the FTS
+    /// index's rowids too.
+    seq_bounds: Vec<String>,
 }
 
 impl Where {
@@ -59,6 +62,7 @@ fn build_where(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<
         conds: Vec::new(),
         params: Vec::new(),
         fts: false,
+        seq_bounds: Vec::new(),
     };
     if !f.states.is_empty() {
         let list: Vec<String> = f
@@ -103,12 +107,13 @@ fn build_where(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<
             // then starts inside the window instead of walking every
             // newer task (or sorting the whole window). Each bound is one
             // covering scan of the created_at index over the window.
-            w.conds.push(format!(
-                "t.seq >= (SELECT min(seq) FROM tasks WHERE {range})"
-            ));
-            w.conds.push(format!(
-                "t.seq <= (SELECT max(seq) FROM tasks WHERE {range})"
-            ));
+            w.seq_bounds = vec![
+                format!(">= (SELECT min(seq) FROM tasks WHERE {range})"),
+                format!("<= (SELECT max(seq) FROM tasks WHERE {range})"),
+            ];
+            for b in &w.seq_bounds {
+                w.conds.push(format!("t.seq {b}"));
+            }
         }
     }
     if let Some(root) = &f.root_id {
@@ -137,6 +142,11 @@ fn build_where(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<
             w.from = "s.task_fts f CROSS JOIN tasks t ON t.seq = f.rowid".into();
             w.conds.insert(0, format!("f.task_fts MATCH {p}"));
             w.fts = true;
+            // FTS5 walks its rowids newest first from the window's end
+            // instead of from the newest task.
+            for b in std::mem::take(&mut w.seq_bounds) {
+                w.conds.push(format!("f.rowid {b}"));
+            }
         }
         let p = w.param(SqlValue::Text(lower));
         w.conds.push(format!("cnc_text_has(t.body, {p})"));
