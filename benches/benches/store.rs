@@ -4,7 +4,8 @@
 //! Run with: `cargo bench -p cnc-benches --bench store`
 //! Environment: `CNC_BENCH_TASKS` (default 1000000), `CNC_BENCH_STORE`
 //! (`sqlite`, `postgres` or `both`; default `sqlite`), `CNC_BENCH_PG_URL`,
-//! `CNC_BENCH_LOAD_ONLY` (set: measure the load, skip the SQLite queries).
+//! `CNC_BENCH_LOAD_ONLY` (set: measure the load, skip the SQLite queries),
+//! `CNC_BENCH_SLOW_MS` (print the filters of task list queries slower than this).
 //!
 //! Prints one line per figure, e.g. `store/sqlite apply: 123456 events/s`.
 //! The criterion group at the end measures a few queries again with
@@ -178,6 +179,15 @@ async fn queries(l: &Loaded, label: &str) {
         }
         combos.push(f);
     }
+    // `CNC_BENCH_SLOW_MS`: print the filters of queries slower than this.
+    let slow_ms: Option<f64> = std::env::var("CNC_BENCH_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let show_slow = |what: &str, f: &TaskFilter, dt: Duration| {
+        if slow_ms.is_some_and(|ms| dt.as_secs_f64() * 1e3 > ms) {
+            eprintln!("  slow {what}: {:.1} ms {f:?}", dt.as_secs_f64() * 1e3);
+        }
+    };
     for f in &combos {
         let t = Instant::now();
         l.store
@@ -185,6 +195,7 @@ async fn queries(l: &Loaded, label: &str) {
             .await
             .expect("tasks");
         times.push(t.elapsed());
+        show_slow("list", f, t.elapsed());
     }
     report(
         &format!("store/{label} task list newest 100, any filter combination"),
@@ -236,10 +247,11 @@ async fn queries(l: &Loaded, label: &str) {
         };
         let t = Instant::now();
         l.store
-            .tasks(&TaskQuery::newest(f, 100))
+            .tasks(&TaskQuery::newest(f.clone(), 100))
             .await
             .expect("search");
         times.push(t.elapsed());
+        show_slow("search + filters", &f, t.elapsed());
     }
     report(&format!("store/{label} fuzzy search + filters"), times);
 

@@ -561,6 +561,43 @@ async fn a_v3_database_migrates_to_v4_with_the_id_index_moved() {
         )
         .expect("plan");
     assert!(plan.contains("COVERING INDEX tasks_runtime_done"), "{plan}");
+    // The task list's filter pairs and triples walk composite indexes.
+    let plan_of = |sql: &str| -> String {
+        raw(&path)
+            .query_row(&format!("EXPLAIN QUERY PLAN {sql}"), [], |r| r.get(3))
+            .expect("plan")
+    };
+    let p = plan_of(
+        "SELECT seq FROM tasks WHERE worker = 'w' AND state = 'RETRY' AND name = 'n' ORDER BY seq DESC LIMIT 100",
+    );
+    assert!(p.contains("COVERING INDEX tasks_worker_state_name"), "{p}");
+    let p = plan_of(
+        "SELECT seq FROM tasks WHERE name = 'n' AND state = 'RETRY' ORDER BY seq DESC LIMIT 100",
+    );
+    assert!(p.contains("tasks_name_state"), "{p}");
+    // The per-minute seq bounds were backfilled: 21 tasks in 1 minute.
+    assert_eq!(count(&path, "SELECT count(*) FROM seq_minute"), 1);
+    assert_eq!(
+        count(&path, "SELECT max_seq - min_seq + 1 FROM seq_minute"),
+        21
+    );
+    // And a time window finds the tasks through them.
+    let window = store
+        .count_tasks(&TaskFilter {
+            time: Some(cnc_model::TimeRange::between(t0 - 1.0, t0 + 1.5)),
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(window, 21);
+    let none = store
+        .count_tasks(&TaskFilter {
+            time: Some(cnc_model::TimeRange::between(t0 + 3600.0, t0 + 7200.0)),
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(none, 0);
 }
 
 /// The id index's memory level merges into `task_ids` in rounds, survives a

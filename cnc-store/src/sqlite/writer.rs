@@ -558,6 +558,8 @@ impl Writer {
         let mut counts: HashMap<(String, String, &'static str), i64> = HashMap::new();
         let mut minutes: HashMap<(i64, &'static str, String, String), i64> = HashMap::new();
         let mut new_ids: Vec<(String, i64)> = Vec::new();
+        // Lowest and highest seq created per minute (schema v4+).
+        let mut seq_minutes: HashMap<i64, (i64, i64)> = HashMap::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -603,6 +605,13 @@ impl Writer {
                             body
                         ])
                         .map_err(map_err)?;
+                }
+                if !b.existed || b.cols.created_at != t.created_at {
+                    let m = seq_minutes
+                        .entry(created_minute(t.created_at))
+                        .or_insert((slot.seq, slot.seq));
+                    m.0 = m.0.min(slot.seq);
+                    m.1 = m.1.max(slot.seq);
                 }
                 report.changed_tasks.push(id.clone());
                 // Search text.
@@ -723,6 +732,18 @@ impl Writer {
                     c.reason
                 ])
                 .map_err(map_err)?;
+            }
+        }
+        if self.ids.mode() == Mode::Live && !seq_minutes.is_empty() {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO seq_minute (minute, min_seq, max_seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (minute) DO UPDATE SET min_seq = min(min_seq, excluded.min_seq),
+                        max_seq = max(max_seq, excluded.max_seq)",
+                )
+                .map_err(map_err)?;
+            for (m, (lo, hi)) in &seq_minutes {
+                up.execute(params![m, lo, hi]).map_err(map_err)?;
             }
         }
         // The id index: a legacy schema still has `tasks_id`; otherwise one
@@ -985,6 +1006,15 @@ impl Writer {
         let tx = self.begin()?;
         tx.execute("DELETE FROM agg_minute WHERE minute < ?1", [minute(t)])
             .map_err(map_err)?;
+        if live {
+            // Minutes before the oldest task left can no longer bound any.
+            tx.execute(
+                "DELETE FROM seq_minute WHERE minute <
+                    coalesce((SELECT CAST(min(created_at) / 60 AS INTEGER) FROM tasks), 9223372036854775807)",
+                [],
+            )
+            .map_err(map_err)?;
+        }
         report.worker_history = tx
             .execute("DELETE FROM worker_history WHERE ts < ?1", [t])
             .map_err(map_err)? as u64;
@@ -1002,6 +1032,7 @@ impl Writer {
         )
         .map_err(map_err)?;
         if live {
+            tx.execute("DELETE FROM seq_minute", []).map_err(map_err)?;
             tx.execute("DELETE FROM task_ids", []).map_err(map_err)?;
             tx.execute("DELETE FROM meta WHERE key = ?1", [MERGED_KEY])
                 .map_err(map_err)?;
@@ -1128,4 +1159,10 @@ fn merged_seq(conn: &Connection) -> StoreResult<i64> {
             )
         }),
     }
+}
+
+/// The `seq_minute` key of a creation time, as the v4 backfill computes it
+/// (`CAST(created_at / 60 AS INTEGER)`: truncation).
+fn created_minute(t: Timestamp) -> i64 {
+    (t / 60.0) as i64
 }
