@@ -58,6 +58,30 @@ pub use error::{ErrorKind, MetricsError, MetricsResult};
 pub use otel::{OtelComponent, OtelExporter, OtelStats};
 pub use prometheus::{PrometheusComponent, PrometheusExporter, QueueStat, Scrape};
 
+/// Batches smaller than this are observed on the runtime thread.
+const INLINE_BATCH: usize = 256;
+
+/// Fold one bus batch into `exporter`. A large batch takes milliseconds
+/// of CPU (a few microseconds per event): on a runtime worker it would hold
+/// that thread and starve the ingest tasks sharing the runtime (on a 2-core
+/// box both workers, one per exporter), so it runs on the blocking pool
+/// and the subscriber waits for it, keeping batches in order.
+pub(crate) async fn observe_batch<E>(
+    exporter: &std::sync::Arc<E>,
+    batch: std::sync::Arc<cnc_model::bus::WrittenBatch>,
+) where
+    E: cnc_model::exporter::Exporter + Send + Sync + 'static,
+{
+    if batch.events.len() < INLINE_BATCH {
+        exporter.observe_batch(&batch);
+        return;
+    }
+    let ex = exporter.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || ex.observe_batch(&batch)).await {
+        tracing::error!(exporter = exporter.name(), error = %e, "observing a batch");
+    }
+}
+
 /// The message of `e` and each of its causes, `: `-joined.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -142,7 +142,7 @@ impl Component for PrometheusComponent {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
                 msg = rx.recv() => match msg {
-                    Ok(BusMessage::Batch(b)) => exporter.observe_batch(&b),
+                    Ok(BusMessage::Batch(b)) => crate::observe_batch(&exporter, b).await,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         if let Some(bus) = &bus {
