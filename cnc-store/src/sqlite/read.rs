@@ -193,6 +193,18 @@ fn build_where(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<
         if let Some(ix) = index {
             w.from = format!("tasks t INDEXED BY {ix}");
         }
+    } else if !w.fts && f.states.is_empty() && f.worker.is_some() && single_name && schema_v4 {
+        // A worker and a name without a state: every state (the column
+        // holds nothing else) over the triple index reads only the pair's
+        // entries, one range per state, instead of every task of the
+        // worker (or of a window) to check the name (measured 21-37 ms
+        // at 1M tasks).
+        let all: Vec<String> = TaskState::ALL
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        w.conds.push(format!("t.state IN ({})", all.join(", ")));
+        w.from = "tasks t INDEXED BY tasks_worker_state_name".into();
     }
     Ok(Some(w))
 }
