@@ -211,7 +211,10 @@ async fn counters_move_with_real_workers() {
         async || {
             let (_, body) = http_get(addr_b, "/metrics").await;
             let procs = sample(&body, r#"celery_active_process_count{queue_name="celery"}"#);
-            (procs == Some(2.0)).then_some(body)
+            // Queue depths come from their own refresh interval, not from
+            // the events: wait for it as well.
+            let parked = sample(&body, r#"celery_queue_length{queue_name="parked"}"#);
+            (procs == Some(2.0) && parked == Some(3.0)).then_some(body)
         },
     )
     .await;
