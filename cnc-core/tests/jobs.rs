@@ -2,6 +2,8 @@
 //! backend and store; retention cleanup in the running service, on its
 //! schedule, over a real SQLite store.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +14,17 @@ use cnc_core::broker::memory::{MemoryBackend, MemoryBroker};
 use cnc_core::broker::{AppConnection, ControlClient, StreamStats, TaskResult};
 use cnc_core::bus::{BusMessage, EventBus};
 use cnc_core::component::{Component, ComponentState, Context, StatusBoard};
-use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, IngestConfig};
+use cnc_core::config::DatabaseConfig;
 use cnc_core::jobs::RepairComponent;
 use cnc_core::logs::RecentLogs;
 use cnc_core::stores::memory::MemoryStore;
 use cnc_core::stores::sqlite::{SqliteConfig, SqliteStore};
 use cnc_core::{
     CeleryCnc, DbController, Event, Running, TaskEvent, TaskEventKind, TaskFilter, TaskState,
-    WorkerEvent, WorkerEventKind,
 };
 use serde_json::{Value, json};
+
+use common::{config, wait_subscribed};
 
 #[tokio::test]
 async fn stuck_tasks_are_repaired_from_the_result_backend() {
@@ -116,23 +119,6 @@ async fn stuck_tasks_are_repaired_from_the_result_backend() {
 
 // Retention cleanup in the running service.
 
-fn service_config(db: DatabaseConfig) -> CeleryCncConfig {
-    CeleryCncConfig::builder()
-        .app(CeleryApp::new("mem", "memory://"))
-        .database(db)
-        .logging(None)
-        .frontend(None)
-        .ingest(IngestConfig {
-            batch_size: 500,
-            batch_interval: Duration::from_millis(20),
-            enable_events_interval: None,
-            worker_refresh_interval: Duration::from_secs(3600),
-            ..IngestConfig::default()
-        })
-        .build()
-        .expect("valid config")
-}
-
 /// A finished task whose events happened at `at`.
 fn finished_task(id: &str, at: f64) -> [Event; 3] {
     let mut received = TaskEvent::new(TaskEventKind::Received, id, at).with_hostname("w@h");
@@ -156,21 +142,6 @@ async fn seed(db: &Path, tasks: &[(&str, f64)]) {
         .collect();
     store.apply(&events).await.expect("seed");
     store.close().await.expect("close seed store");
-}
-
-async fn wait_subscribed(broker: &MemoryBroker) {
-    for _ in 0..200 {
-        if broker.emit(Event::Worker(WorkerEvent::new(
-            WorkerEventKind::Heartbeat,
-            "probe@h",
-            cnc_core::now(),
-        ))) > 0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the listener never subscribed");
 }
 
 async fn stored(store: &Arc<dyn DbController>, id: &str) -> bool {
@@ -217,7 +188,7 @@ async fn retention_cleanup_runs_on_its_schedule_and_keeps_fresh_tasks() {
     let mut database = DatabaseConfig::sqlite(&db).retention(Duration::from_secs(3600));
     database.cleanup_interval = Duration::from_secs(1);
     let broker = MemoryBroker::new();
-    let running = CeleryCnc::new(service_config(database))
+    let running = CeleryCnc::new(config(database))
         .with_broker("memory://", Arc::new(broker.clone()))
         .start()
         .await
@@ -323,7 +294,7 @@ async fn without_retention_nothing_is_removed() {
     database.retention = None;
     database.cleanup_interval = Duration::from_secs(1);
     let broker = MemoryBroker::new();
-    let running = CeleryCnc::new(service_config(database))
+    let running = CeleryCnc::new(config(database))
         .with_broker("memory://", Arc::new(broker.clone()))
         .start()
         .await

@@ -1,5 +1,7 @@
 //! The orchestrator in-process: memory broker, memory or SQLite store.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -9,7 +11,7 @@ use cnc_core::broker::memory::MemoryBroker;
 use cnc_core::component::{
     CancellationToken, Component, ComponentError, ComponentResult, ComponentState, Context,
 };
-use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, IngestConfig, LoggingConfig};
+use cnc_core::config::{CeleryApp, DatabaseConfig, LoggingConfig};
 use cnc_core::logs::{LogController, LogEntry, LogQuery};
 use cnc_core::stores::memory::MemoryStore;
 use cnc_core::{
@@ -17,22 +19,7 @@ use cnc_core::{
     TaskEvent, TaskEventKind, TaskFilter, TaskState, WorkerEvent, WorkerEventKind,
 };
 
-fn config(db: DatabaseConfig) -> CeleryCncConfig {
-    CeleryCncConfig::builder()
-        .app(CeleryApp::new("mem", "memory://"))
-        .database(db)
-        .logging(None)
-        .frontend(None)
-        .ingest(IngestConfig {
-            batch_size: 500,
-            batch_interval: Duration::from_millis(20),
-            enable_events_interval: None,
-            worker_refresh_interval: Duration::from_secs(3600),
-            ..IngestConfig::default()
-        })
-        .build()
-        .expect("valid config")
-}
+use common::{config, wait_subscribed};
 
 fn task_events(i: usize, host: &str) -> [Event; 3] {
     let id = format!("task-{i}");
@@ -51,21 +38,6 @@ fn task_events(i: usize, host: &str) -> [Event; 3] {
             e
         }),
     ]
-}
-
-async fn wait_subscribed(broker: &MemoryBroker) {
-    for _ in 0..200 {
-        if broker.emit(Event::Worker(WorkerEvent::new(
-            WorkerEventKind::Heartbeat,
-            "probe@h",
-            cnc_core::now(),
-        ))) > 0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the listener never subscribed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

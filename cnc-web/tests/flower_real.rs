@@ -109,6 +109,21 @@ async fn http_post(port: u16, path: &str, body: &str, headers: &str) -> (u16, St
     (status, body)
 }
 
+/// Our broker connection and app (broker and backend on `url`).
+async fn connect_app(url: &str) -> (Arc<dyn cnc_broker::Broker>, AppConnection) {
+    let broker = cnc_broker::connect(url, Default::default())
+        .await
+        .expect("broker");
+    let app = AppConnection::with_broker(
+        &CeleryApp::new("t", url).backend(url),
+        broker.clone(),
+        StreamStats::new(),
+    )
+    .await
+    .expect("app");
+    (broker, app)
+}
+
 async fn get_json(port: u16, path: &str) -> Value {
     let (status, body) = http_get(port, path).await;
     assert_eq!(status, 200, "GET {path} on port {port}: {body}");
@@ -198,16 +213,7 @@ async fn shapes_match_a_real_flower() {
             .expect("start flower"),
     );
     // Ours.
-    let broker = cnc_broker::connect(&url, Default::default())
-        .await
-        .expect("broker");
-    let app = AppConnection::with_broker(
-        &CeleryApp::new("t", &url).backend(&url),
-        broker.clone(),
-        StreamStats::new(),
-    )
-    .await
-    .expect("app");
+    let (broker, app) = connect_app(&url).await;
     let store = Arc::new(MemoryStore::new());
     let bus = EventBus::new(1024);
     {
@@ -530,16 +536,7 @@ async fn abort_reaches_a_running_abortable_task() {
         .expect("join")
         .expect("worker");
 
-    let broker = cnc_broker::connect(&url, Default::default())
-        .await
-        .expect("broker");
-    let app = AppConnection::with_broker(
-        &CeleryApp::new("t", &url).backend(&url),
-        broker.clone(),
-        StreamStats::new(),
-    )
-    .await
-    .expect("app");
+    let (broker, app) = connect_app(&url).await;
     let backend = app.backend.clone().expect("backend");
     let control = app.control.clone();
     let ctx = Context {

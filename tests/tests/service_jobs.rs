@@ -4,15 +4,18 @@
 //! service reconciles them from the backend, with the real result and the
 //! real exception and traceback, and leaves alone what it must not touch.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, IngestConfig};
 use cnc_core::stores::sqlite::{SqliteConfig, SqliteStore};
 use cnc_core::{CeleryCnc, DbController, Event, TaskEvent, TaskEventKind, TaskState};
 use cnc_testsupport::{CeleryWorker, RedisDb, WorkerOpts, run_python};
 use serde_json::Value;
+
+use common::wait_task;
 
 /// Runs a success and a failure with the real Celery client, waits for
 /// both results (so the backend holds them), prints their ids as JSON.
@@ -56,28 +59,6 @@ async fn seed(db: &Path, events: &[Event]) {
     store.initialize().await.expect("init seed store");
     store.apply(events).await.expect("seed");
     store.close().await.expect("close seed store");
-}
-
-async fn wait_state(
-    store: &Arc<dyn DbController>,
-    id: &str,
-    state: TaskState,
-    timeout: Duration,
-) -> cnc_core::Task {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = store.task(id).await.expect("read task")
-            && t.state == state
-        {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} never reached {state:?}; stored: {:?}",
-            store.task(id).await.ok().flatten()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -151,7 +132,7 @@ async fn stuck_tasks_are_repaired_from_a_real_redis_backend() {
     let store = running.store().clone();
 
     let t = Duration::from_secs(30);
-    let ok = wait_state(&store, &ok_id, TaskState::Success, t).await;
+    let ok = wait_task(&store, &ok_id, TaskState::Success, t).await;
     assert_eq!(ok.result.as_deref(), Some("5"), "{ok:?}");
     assert_eq!(ok.name.as_deref(), Some("cnc.add"), "kept from the events");
     assert!(
@@ -159,7 +140,7 @@ async fn stuck_tasks_are_repaired_from_a_real_redis_backend() {
         "the final state is dated by the backend's date_done: {ok:?}"
     );
 
-    let fail = wait_state(&store, &fail_id, TaskState::Failure, t).await;
+    let fail = wait_task(&store, &fail_id, TaskState::Failure, t).await;
     assert_eq!(
         fail.exception.as_deref(),
         Some("ValueError('kaboom')"),

@@ -5,6 +5,8 @@
 //! tracebacks, relations and workers; the history survives a restart and
 //! `purge_db` empties it.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,8 @@ use cnc_core::config::{CeleryApp, CeleryCncConfig, DatabaseConfig, IngestConfig}
 use cnc_core::{CeleryCnc, DbController, TaskFilter, TaskState};
 use cnc_testsupport::{CeleryWorker, RabbitVhost, RedisDb, WorkerOpts, run_python};
 use serde_json::Value;
+
+use common::wait_task;
 
 /// Sends the workload with the real Celery client and waits for it;
 /// prints the ids as JSON.
@@ -68,28 +72,6 @@ fn service_config(db: &Path, apps: &[(&str, &str, &str)], purge: bool) -> Celery
         b = b.app(CeleryApp::new(*name, *broker).backend(*backend));
     }
     b.build().expect("valid config")
-}
-
-async fn wait_task(
-    store: &Arc<dyn DbController>,
-    id: &str,
-    state: TaskState,
-    timeout: Duration,
-) -> cnc_core::Task {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(t) = store.task(id).await.expect("read task")
-            && t.state == state
-        {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} never reached {state:?}; stored: {:?}",
-            store.task(id).await.ok().flatten()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Side {

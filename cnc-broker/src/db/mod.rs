@@ -50,7 +50,7 @@ use serde_json::Value;
 use crate::api::TaskResult;
 use crate::error::{BrokerError, BrokerResult, ErrorKind};
 use crate::protocol::DecodeError;
-use crate::protocol::result::{DB_TASK_TABLE, DbTaskRow};
+use crate::protocol::result::{DB_TASK_COLUMNS, DB_TASK_TABLE, DbTaskRow};
 use crate::url::redact;
 
 /// Which task table to read: Celery's `database_table_names['task']` and
@@ -290,17 +290,11 @@ impl Queries {
             "status = 'ABORTED'".to_owned(),
             format!("result = {null_blob}"),
         ];
-        for col in [
-            "date_done",
-            "traceback",
-            "children",
-            "name",
-            "args",
-            "kwargs",
-            "worker",
-            "retries",
-            "queue",
-        ] {
+        // Every other column but the keys and `stamps`.
+        for col in DB_TASK_COLUMNS
+            .into_iter()
+            .filter(|c| !["id", "task_id", "status", "result", "stamps"].contains(c))
+        {
             if has(col) {
                 sets.push(format!("{} = NULL", quote_ident(col)));
             }

@@ -13,7 +13,7 @@ use cnc_model::{
 use super::error::{corrupt, map_err};
 use super::ids::{Mode, TaskIds};
 use super::search;
-use super::writer::final_states_sql;
+use super::writer::{created_minute, final_states_sql};
 
 fn parse_task(body: &str) -> StoreResult<Task> {
     serde_json::from_str(body).map_err(|e| corrupt("task", e))
@@ -123,11 +123,11 @@ fn build_where(conn: &Connection, ids: &TaskIds, f: &TaskFilter) -> StoreResult<
                 // minutes (the exact created_at terms above still apply).
                 let mut m = Vec::new();
                 if let Some(from) = from {
-                    let p = w.param(SqlValue::Integer((from / 60.0) as i64));
+                    let p = w.param(SqlValue::Integer(created_minute(from)));
                     m.push(format!("minute >= {p}"));
                 }
                 if let Some(to) = to {
-                    let p = w.param(SqlValue::Integer((to / 60.0) as i64));
+                    let p = w.param(SqlValue::Integer(created_minute(to)));
                     m.push(format!("minute <= {p}"));
                 }
                 let m = m.join(" AND ");

@@ -1162,7 +1162,8 @@ fn merged_seq(conn: &Connection) -> StoreResult<i64> {
 }
 
 /// The `seq_minute` key of a creation time, as the v4 backfill computes it
-/// (`CAST(created_at / 60 AS INTEGER)`: truncation).
-fn created_minute(t: Timestamp) -> i64 {
+/// (`CAST(created_at / 60 AS INTEGER)`: truncation); readers bound windows
+/// with the same key.
+pub(crate) fn created_minute(t: Timestamp) -> i64 {
     (t / 60.0) as i64
 }
