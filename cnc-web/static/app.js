@@ -132,7 +132,10 @@
     var stopPolling = function () { if (pollTimer) { clearInterval(pollTimer); pollTimer = null; } };
     if (!window.EventSource) { startPolling(); return; }
     var es = new EventSource(BASE + '/api/v1/events');
-    es.addEventListener('hello', function () { stopPolling(); setStatus('on', 'live'); });
+    // The page was rendered before the stream was subscribed: whatever was
+    // written in between would never arrive as a batch, so every (re)connect
+    // refreshes the page once.
+    es.addEventListener('hello', function () { stopPolling(); setStatus('on', 'live'); emit('resync', { reason: 'connected' }); });
     es.addEventListener('batch', function (e) { try { emit('batch', JSON.parse(e.data)); } catch (x) { /* ignore */ } });
     es.addEventListener('worker', function (e) { try { emit('worker', JSON.parse(e.data)); } catch (x) { /* ignore */ } });
     es.addEventListener('resync', function (e) { var d = {}; try { d = JSON.parse(e.data); } catch (x) { /* ignore */ } emit('resync', d); });
